@@ -1,0 +1,6 @@
+"""Subcommands of the ``fdjpeg`` command line, one module each, each with ``register(subparsers)``."""
+
+# Modules listed here add their subcommand to ``fdjpeg``; keep one per line.
+COMMAND_MODULES = (
+    "fdjpeg.commands.demo",
+)

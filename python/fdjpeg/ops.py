@@ -1,0 +1,307 @@
+"""The block-quantization operations over numpy arrays and torch tensors.
+
+This module is the one place that turns "a numpy array or a torch tensor, uint8 or float, HWC/NHWC
+(numpy) or CHW/NCHW (torch), on the CPU or a GPU" into a call of the native core, and the result
+back into the same type, dtype, layout and device. Torch tensors that require grad get the
+straight-through (BPDA, identity) gradient.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from . import tables as _tables
+
+COLORS = {"none": 0, "ycbcr": 1}
+SUBSAMPLINGS = {"444": 0, "422": 1, "420": 2, "4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+_NUMPY_DTYPES = (np.uint8, np.float32, np.float64)
+
+Tables = Union[_tables.TableLike, Sequence[_tables.TableLike]]
+
+
+# ------------------------------------------------------------------------------------------------
+# Public operations
+
+
+def quantize(
+    x: Any,
+    tables: Tables,
+    *,
+    color: str = "ycbcr",
+    subsampling: str = "444",
+    level_shift: bool = True,
+    passes: int = 1,
+    dequant_tables: Optional[Tables] = None,
+    threads: Optional[int] = None,
+) -> Any:
+    """Block-quantize images: the general operation under every defense of fdjpeg.
+
+    For each image: optional RGB -> YCbCr (JFIF, as libjpeg) and level shift (-128), chroma
+    subsampling (``"444"``, ``"422"``, ``"420"``; needs ``color="ycbcr"``), 8x8 orthonormal DCT,
+    ``round(coef / Qc) * Qd`` per block, inverse DCT, libjpeg's triangle-filter upsampling, colour
+    back, clamp (and round for uint8). Sizes that are not whole blocks are padded by edge
+    replication and cropped back; an alpha channel passes through untouched.
+
+    Args:
+        x: numpy uint8 ``HWC``/``NHWC``/``HW`` (0..255) or float32/float64 in [0, 1]; or a torch
+            tensor, uint8 or float, ``CHW``/``NCHW``/``HW``, any strides (channels-last too).
+        tables: quantization steps Qc: one 8x8 table for every component, or a sequence of 2
+            (luma, chroma) or 3 (one per component/channel).
+        color: ``"ycbcr"`` to quantize luma/chroma as JPEG does, ``"none"`` for each channel as is.
+        subsampling: chroma subsampling, ``"444"``, ``"422"`` or ``"420"``.
+        level_shift: subtract 128 before the DCT (JPEG does; Feature Distillation does not).
+        passes: apply the whole operation this many times (``passes=2`` is FD-2P).
+        dequant_tables: steps Qd to multiply the rounded indices by; defaults to ``tables``.
+        threads: worker threads; ``None`` uses all cores.
+
+    Returns:
+        The result, of the same type, dtype, shape, layout and device as ``x``.
+    """
+    quant = _table_set(tables, "tables")
+    dequant = quant if dequant_tables is None else _table_set(dequant_tables, "dequant_tables")
+    return run_pipeline(
+        x,
+        quant[None],
+        dequant[None],
+        color=color,
+        subsampling=subsampling,
+        level_shift=level_shift,
+        passes=passes,
+        threads=threads,
+    )
+
+
+def feature_distill(
+    x: Any,
+    table: Optional[_tables.TableLike] = None,
+    *,
+    passes: int = 1,
+    threads: Optional[int] = None,
+) -> Any:
+    """Feature Distillation (Liu et al., CVPR 2019) as the authors' code does it.
+
+    Each RGB channel on its own (no YCbCr, no level shift, no subsampling), 8x8 orthonormal DCT,
+    ``round(coef / Q) * Q`` with the authors' table (25 on the 4x4 low band, 30 elsewhere) unless
+    ``table`` is given, inverse DCT, clamp. ``passes=2`` applies it twice (FD-2P).
+    """
+    table = _tables.feature_distillation() if table is None else table
+    return quantize(x, table, color="none", subsampling="444", level_shift=False, passes=passes, threads=threads)
+
+
+def jpeg(
+    x: Any,
+    quality: int = 75,
+    *,
+    subsampling: str = "420",
+    threads: Optional[int] = None,
+) -> Any:
+    """A standard JPEG round trip (encode + decode, without the entropy coding that is lossless):
+    libjpeg's tables at ``quality``, YCbCr, level shift, chroma ``subsampling``."""
+    luma, chroma = _tables.ijg(quality)
+    return quantize(x, [luma, chroma], color="ycbcr", subsampling=subsampling, level_shift=True, threads=threads)
+
+
+def isa() -> str:
+    """The instruction set the CPU kernels run with here (``"avx2"`` or ``"baseline"``)."""
+    return _core.isa()
+
+
+# ------------------------------------------------------------------------------------------------
+# The shared path into the core
+
+
+def run_pipeline(
+    x: Any,
+    quant_sets: np.ndarray,
+    dequant_sets: np.ndarray,
+    *,
+    color: str,
+    subsampling: str,
+    level_shift: bool,
+    passes: int,
+    threads: Optional[int],
+    block_tables: Optional[Callable[[int, int, int], np.ndarray]] = None,
+) -> Any:
+    """Run the core with K table sets (``K x 3 x 64`` arrays). ``block_tables(n, rows, cols)``, if
+    given, returns the ``n x rows x cols`` uint8 map choosing a table set for each 8x8 block."""
+    color_code = _choice(color, COLORS, "color")
+    sub_code = _choice(subsampling, SUBSAMPLINGS, "subsampling")
+    if color_code == 0 and sub_code != 0:
+        raise ValueError(f"subsampling={subsampling!r} needs color='ycbcr' (chroma is what gets subsampled)")
+    passes = _positive_int(passes, "passes")
+    thread_count = 0 if threads is None else _positive_int(threads, "threads")
+    qc = np.ascontiguousarray(quant_sets, dtype=np.float32).reshape(-1, 192)
+    qd = np.ascontiguousarray(dequant_sets, dtype=np.float32).reshape(-1, 192)
+
+    def native(src: np.ndarray, dst: np.ndarray) -> None:
+        n, h, w, c = src.shape
+        block_map = None
+        if block_tables is not None:
+            rows, cols = _core.padded_blocks(h, w, sub_code, color_code == 1 and c != 1)
+            block_map = np.ascontiguousarray(block_tables(n, rows, cols), dtype=np.uint8)
+        try:
+            _core.quantize(src, dst, qc, qd, color_code, sub_code, bool(level_shift), passes, block_map, thread_count)
+        except ValueError as exc:
+            if "float input" in str(exc):
+                raise ValueError(_range_message(src)) from None
+            raise
+
+    return apply_to_images(x, native)
+
+
+def apply_to_images(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> Any:
+    """Call ``native(src, dst)`` on 4-D N x H x W x C views of ``x`` and of a new output of the
+    same kind, and return that output. Dispatches on numpy / torch and adds BPDA for autograd."""
+    if isinstance(x, np.ndarray):
+        return _apply_numpy(x, native)
+    torch = _torch_or_none(x)
+    if torch is not None:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _bpda_function().apply(x, lambda t: _apply_torch(t, native))
+        return _apply_torch(x, native)
+    raise TypeError(
+        f"expected a numpy array or a torch tensor, got {type(x).__module__}.{type(x).__name__}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# numpy and torch adapters
+
+
+def _apply_numpy(x: np.ndarray, native: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
+    if x.dtype not in _NUMPY_DTYPES:
+        raise TypeError(f"numpy images must be uint8 (0..255) or float32/float64 (0..1), got {x.dtype}")
+    if x.ndim == 2:
+        view = x[None, :, :, None]
+    elif x.ndim == 3:
+        view = x[None]
+    elif x.ndim == 4:
+        view = x
+    else:
+        raise ValueError(f"numpy images must be HW, HWC or NHWC, got {x.ndim} dimensions (shape {x.shape})")
+    _check_geometry(view.shape, "HWC" if x.ndim < 4 else "NHWC", x.shape)
+    out = np.empty(x.shape, dtype=x.dtype)
+    native(view, out.reshape(view.shape))
+    return out
+
+
+def _apply_torch(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> Any:
+    import torch
+
+    if x.is_complex() or not (x.dtype == torch.uint8 or x.is_floating_point()):
+        raise TypeError(f"torch images must be uint8 (0..255) or floating point (0..1), got {x.dtype}")
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"torch images must be HW, CHW or NCHW, got {x.ndim} dimensions (shape {tuple(x.shape)})")
+    if x.device.type == "cuda":
+        from . import _gpu
+
+        return _gpu.apply_cuda(x, native)
+    if x.device.type != "cpu":
+        raise ValueError(f"torch images must be on the CPU or a CUDA device, got device {x.device}")
+    work = x.detach()
+    if work.dtype not in (torch.uint8, torch.float32, torch.float64):
+        work = work.to(torch.float32)  # half precision in, computed in float32, cast back
+    nchw = work.reshape(1, 1, *work.shape) if work.ndim == 2 else (work[None] if work.ndim == 3 else work)
+    _check_geometry(tuple(nchw.permute(0, 2, 3, 1).shape), "CHW" if x.ndim < 4 else "NCHW", tuple(x.shape))
+    out = torch.empty_like(work)
+    out_nchw = out.reshape(1, 1, *out.shape) if out.ndim == 2 else (out[None] if out.ndim == 3 else out)
+    native(nchw.numpy().transpose(0, 2, 3, 1), out_nchw.numpy().transpose(0, 2, 3, 1))
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _check_geometry(nhwc: tuple, layout: str, given: tuple) -> None:
+    n, h, w, c = nhwc
+    if c not in (1, 3, 4):
+        raise ValueError(
+            f"images must have 1, 3 or 4 channels ({layout} layout), got {c} channels in shape {given}"
+        )
+    if n == 0 or h == 0 or w == 0:
+        raise ValueError(f"images must be non-empty, got shape {given}")
+
+
+def _torch_or_none(x: Any):
+    mod = type(x).__module__
+    if not mod.startswith("torch"):
+        return None
+    import torch
+
+    return torch if isinstance(x, torch.Tensor) else None
+
+
+_BPDA = None
+
+
+def _bpda_function():
+    """torch.autograd.Function: forward runs the defense, backward passes the gradient through."""
+    global _BPDA
+    if _BPDA is None:
+        import torch
+
+        class StraightThrough(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, fn):
+                return fn(x.detach())
+
+            @staticmethod
+            def backward(ctx, grad):
+                return grad, None
+
+        _BPDA = StraightThrough
+    return _BPDA
+
+
+# ------------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _table_set(tables: Tables, name: str) -> np.ndarray:
+    """One table, or 1-3 tables -> 3 x 64 float32 steps (luma, chroma, chroma / channels 0, 1, 2)."""
+    try:
+        arr = np.asarray(tables, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an 8x8 table or a sequence of 8x8 tables") from exc
+    if arr.shape in ((8, 8), (64,)):
+        checked = [_tables.validate(arr, name)] * 3
+    elif (arr.ndim == 3 and arr.shape[1:] == (8, 8)) or (arr.ndim == 2 and arr.shape[1] == 64):
+        items = [_tables.validate(t, f"{name}[{i}]") for i, t in enumerate(arr)]
+        if len(items) == 1:
+            checked = items * 3
+        elif len(items) == 2:
+            checked = [items[0], items[1], items[1]]
+        elif len(items) == 3:
+            checked = items
+        else:
+            raise ValueError(f"{name} must hold 1, 2 (luma, chroma) or 3 tables, got {len(items)}")
+    else:
+        raise ValueError(f"{name} must be an 8x8 table or a sequence of 1-3 of them, got shape {arr.shape}")
+    return np.stack(checked).reshape(3, 64).astype(np.float32)
+
+
+def _choice(value: Any, options: dict, name: str) -> int:
+    key = str(value).lower() if isinstance(value, str) else value
+    if key not in options:
+        raise ValueError(f"{name} must be one of {sorted(set(k for k in options if ':' not in k))}, got {value!r}")
+    return options[key]
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+def _range_message(src: np.ndarray) -> str:
+    finite = np.isfinite(src)
+    detail = []
+    if not finite.all():
+        detail.append("NaN or infinite values")
+    if finite.any():
+        vals = src[finite]
+        detail.append(f"min {vals.min():.6g}, max {vals.max():.6g}")
+    return "float images must hold values in [0, 1]; got " + ", ".join(detail)
