@@ -7,7 +7,8 @@ The operations take numpy arrays (uint8 HWC/NHWC, or float in [0, 1]) and torch 
 from . import tables
 from .ops import feature_distill, isa, jpeg, quantize
 from .tables import QuantTable
+from . import defenses
 
 __version__ = "0.1.0"
 
-__all__ = ["feature_distill", "jpeg", "quantize", "isa", "tables", "QuantTable", "__version__"]
+__all__ = ["defenses", "feature_distill", "jpeg", "quantize", "isa", "tables", "QuantTable", "__version__"]

@@ -1,0 +1,38 @@
+"""Registration of fdjpeg's own defenses (one entry per defense module)."""
+
+from __future__ import annotations
+
+from .. import ops, tables
+from . import register
+
+
+def _identity(x):
+    return x
+
+
+def _feature_distillation(table: str = "authors", passes: int = 1, threads=None):
+    steps = {
+        "authors": tables.feature_distillation(),
+        "band": tables.scale(tables.band(1, 41, 4), 50),
+    }
+    if table not in steps:
+        raise ValueError(f"table must be one of {sorted(steps)}, got {table!r}")
+    chosen = steps[table]
+    return lambda x: ops.feature_distill(x, chosen, passes=passes, threads=threads)
+
+
+def _jpeg(quality: int = 75, subsampling: str = "420", threads=None):
+    tables.ijg(quality)  # validate now
+    return lambda x: ops.jpeg(x, quality, subsampling=subsampling, threads=threads)
+
+
+register("none", lambda: _identity, description="no defense")
+register(
+    "fd",
+    _feature_distillation,
+    table="authors",
+    passes=1,
+    threads=None,
+    description="Feature Distillation (Liu et al. 2019): RGB 8x8 DCT, table 25/30",
+)
+register("jpeg", _jpeg, quality=75, subsampling="420", threads=None, description="standard JPEG round trip")
