@@ -55,3 +55,36 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"image of {h}x{w} is smaller than the {size}x{size} crop")
     top, left = (h - size) // 2, (w - size) // 2
     return img[top : top + size, left : left + size]
+
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+def fashion_mnist(split: str = "test", folder: str = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package: ``(images N x 28 x 28 uint8,
+    labels N int64)``; ``split`` is ``"train"`` (60,000) or ``"test"`` (10,000)."""
+    import gzip
+
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    paths = [os.path.join(folder, f"{prefix}-{kind}-ubyte.gz") for kind in ("images-idx3", "labels-idx1")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+    with gzip.open(paths[0], "rb") as f:
+        raw = f.read()
+    magic, count, rows, cols = np.frombuffer(raw[:16], dtype=">i4")
+    if magic != 2051:
+        raise ValueError(f"{paths[0]} is not an IDX image file (magic {magic})")
+    images = np.frombuffer(raw[16:], dtype=np.uint8).reshape(count, rows, cols)
+    with gzip.open(paths[1], "rb") as f:
+        raw = f.read()
+    magic, count_labels = np.frombuffer(raw[:8], dtype=">i4")
+    if magic != 2049 or count_labels != count:
+        raise ValueError(f"{paths[1]} is not the label file for {paths[0]}")
+    labels = np.frombuffer(raw[8:], dtype=np.uint8).astype(np.int64)
+    return images, labels
