@@ -18,3 +18,39 @@ def astronaut(photos):
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def fashion_classifier():
+    """A small CNN trained here for one epoch on 5,000 real Fashion-MNIST training images (seconds on
+    a CPU), with 256 test images it has never seen: ``(model, x, y)``, x float N x 1 x 28 x 28 in [0, 1]."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    try:
+        train_x, train_y = datasets.fashion_mnist("train")
+        test_x, test_y = datasets.fashion_mnist("test")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 7 * 7, 10),
+    )
+    xs = torch.from_numpy(train_x[:5000].copy()).float().div(255)[:, None]
+    ys = torch.from_numpy(train_y[:5000])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(0, len(xs), 25):
+            loss = nn.functional.cross_entropy(model(xs[i : i + 25]), ys[i : i + 25])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    x = torch.from_numpy(test_x[:64].copy()).float().div(255)[:, None]
+    return model, x, torch.from_numpy(test_y[:64].copy())

@@ -10,14 +10,17 @@ def _identity(x):
     return x
 
 
-def _feature_distillation(table: str = "authors", passes: int = 1, threads=None):
+def _feature_distillation(table="authors", passes: int = 1, threads=None):
     steps = {
         "authors": tables.feature_distillation(),
         "band": tables.scale(tables.band(1, 41, 4), 50),
     }
-    if table not in steps:
-        raise ValueError(f"table must be one of {sorted(steps)}, got {table!r}")
-    chosen = steps[table]
+    if not isinstance(table, str):  # an 8x8 table of steps, e.g. one derived from data
+        chosen = tables.validate(table)
+    elif table in steps:
+        chosen = steps[table]
+    else:
+        raise ValueError(f"table must be one of {sorted(steps)} or an 8x8 array of steps, got {table!r}")
     return lambda x: ops.feature_distill(x, chosen, passes=passes, threads=threads)
 
 

