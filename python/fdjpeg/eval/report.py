@@ -14,8 +14,8 @@ import torch
 
 FIELDS = (
     "model", "defense", "attack", "epsilon", "threat_model", "n", "correct", "accuracy",
-    "mean_l2", "median_l2", "mean_linf",  # median_l2: over the images the attack changed "defense_s_per_image", "attack_s",
-)
+    "mean_l2", "median_l2", "mean_linf", "defense_s_per_image", "attack_s",
+)  # median_l2: over the images the attack changed
 
 
 @dataclass

@@ -1,0 +1,161 @@
+"""The evaluation harness, checked cell by cell against the attacks and defenses run by hand."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fdjpeg
+from fdjpeg import attacks, tables
+from fdjpeg.eval import Task, evaluate
+from fdjpeg.eval.configs import attack_config, defense_config, parse_config, parse_value
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def task(fashion_classifier):
+    model, x, y = fashion_classifier
+    train = fdjpeg.datasets.fashion_mnist("train")[0][:2000]
+    return Task("fashion-tiny", model, x[:24], y[:24], (0.1, 0.2), train_images=train, description="24 test images")
+
+
+@pytest.fixture(scope="module")
+def results(task):
+    return evaluate(
+        [task], ["jpeg:quality=50", "fd", "fd:table=derived"], ["fgsm", "pgd:steps=3", "deepfool:max_iter=10"],
+        epsilons=[0.0, 0.1, 0.2], n_images=24, minimal_n=8, batch_size=10, progress=False,
+    )
+
+
+def predict_accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).sum().item() / len(y)
+
+
+def test_every_cell_is_there(results):
+    defenses = ["none", "jpeg:quality=50", "fd", "fd:table=derived"]
+    # clean: one per defense; budgeted: (gray-box + adaptive) per defense per eps; deepfool: the same once.
+    assert len(results.records) == len(defenses) * (1 + 2 * 3 * 2 + 2)
+    assert {r["defense"] for r in results.records} == set(defenses)
+    assert {r["n"] for r in results.records if r["attack"] == "deepfool:max_iter=10"} == {8}
+
+
+def test_clean_and_gray_box_cells_match_a_run_by_hand(results, task):
+    model, x, y = task.model, task.images, task.labels
+    jpeg50 = fdjpeg.defenses.build("jpeg", quality=50)
+    assert results.accuracy(task.name, "none") == predict_accuracy(model, x, y)
+    assert results.accuracy(task.name, "jpeg:quality=50") == predict_accuracy(model, jpeg50(x), y)
+    adv = torch.cat([attacks.fgsm(model, x[i : i + 10], y[i : i + 10], 0.2) for i in range(0, 24, 10)])
+    assert results.accuracy(task.name, "none", "fgsm", 0.2, "gray-box") == predict_accuracy(model, adv, y)
+    assert results.accuracy(task.name, "jpeg:quality=50", "fgsm", 0.2, "gray-box") == predict_accuracy(model, jpeg50(adv), y)
+
+
+def test_adaptive_cells_match_a_bpda_run_by_hand(results, task):
+    model, x, y = task.model, task.images, task.labels
+    fd = fdjpeg.defenses.build("fd")
+    defended = attacks.Defended(model, fd)
+    adv = torch.cat([attacks.fgsm(defended, x[i : i + 10], y[i : i + 10], 0.1) for i in range(0, 24, 10)])
+    assert results.accuracy(task.name, "fd", "fgsm", 0.1, "adaptive") == predict_accuracy(model, fd(adv), y)
+    # Without a defense both threat models are the same attack.
+    for eps in (0.1, 0.2):
+        assert results.accuracy(task.name, "none", "pgd:steps=3", eps, "adaptive") == \
+            results.accuracy(task.name, "none", "pgd:steps=3", eps, "gray-box")
+
+
+def test_eps_zero_is_clean_accuracy(results, task):
+    for d in ("none", "fd"):
+        for tm in ("gray-box", "adaptive"):
+            assert results.accuracy(task.name, d, "fgsm", 0.0, tm) == results.accuracy(task.name, d)
+
+
+def test_derived_table_comes_from_training_images_only(task):
+    built = defense_config("fd:table=derived").make(task)
+    table = tables.from_statistics(task.train_images[..., None], color="none")
+    x = task.images[:4]
+    assert torch.equal(built(x), fdjpeg.feature_distill(x, table))
+    eval_table = tables.from_statistics((task.images.numpy()[:, 0] * 255).round().astype(np.uint8)[..., None])
+    assert not np.array_equal(table, eval_table)
+
+
+def test_files_hold_every_number(results, tmp_path):
+    paths = results.write(str(tmp_path / "report"))
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(results.records)
+    assert [float(r["accuracy"]) for r in rows] == [r["accuracy"] for r in results.records]
+    data = json.loads(open(paths["json"]).read())
+    assert data["records"] == json.loads(json.dumps(results.records))
+    md = open(paths["markdown"]).read()
+    for label in ("jpeg:quality=50", "fd:table=derived", "gray-box", "adaptive", "pgd:steps=3 0.2"):
+        assert label in md
+    from PIL import Image
+
+    for kind in ("plot", "examples"):
+        with Image.open(paths[kind]) as im:
+            assert im.format == "PNG" and im.size[0] > 300
+
+
+class RandomJPEG:
+    random = True
+
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+        self.calls = 0
+
+    def __call__(self, t):
+        self.calls += 1
+        return fdjpeg.jpeg(t, int(self.rng.choice([20, 40, 60, 80])))
+
+
+def test_random_defense_gets_eot_in_the_adaptive_attack(task):
+    defend = RandomJPEG()
+    res = evaluate([task], [("random-jpeg", defend)], ["fgsm"], epsilons=[0.1], n_images=8,
+                   threat_models=["adaptive"], eot_samples=3, batch_size=8, progress=False)
+    # clean pass 1 + adaptive attack 3 draws + its evaluation 1 + the example grid 1 (no gray-box pass)
+    assert defend.calls == 1 + 3 + 1 + 1
+    assert {r["threat_model"] for r in res.records} == {"-", "adaptive"}
+
+
+def test_configurations_parse_and_bad_ones_are_refused():
+    assert parse_config("jpeg:quality=50,subsampling=444") == ("jpeg", {"quality": 50, "subsampling": 444})
+    assert parse_config("pgd:steps=20, step_size=2/255, random_start=false") == (
+        "pgd", {"steps": 20, "step_size": pytest.approx(2 / 255), "random_start": False})
+    assert parse_value("8/255") == pytest.approx(8 / 255)
+    assert attack_config("bim").params == {"random_start": False}
+    assert attack_config("cw").budgeted is False and attack_config("fgsm").budgeted
+    with pytest.raises(ValueError, match="known"):
+        defense_config("blur")
+    with pytest.raises(ValueError, match="quality"):
+        defense_config("jpeg:quality=500")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_config("jpeg:50")
+    with pytest.raises(ValueError, match="unknown attack"):
+        attack_config("spsa")
+    with pytest.raises(ValueError, match="epsilons"):
+        attack_config("pgd:eps=0.1")
+
+
+def test_evaluate_refuses_bad_arguments(task):
+    with pytest.raises(ValueError, match="threat model"):
+        evaluate([task], threat_models=["white-box"], progress=False)
+    with pytest.raises(ValueError, match="distinct"):
+        evaluate([task], ["fd", "fd"], progress=False)
+    with pytest.raises(ValueError, match="epsilons"):
+        evaluate([task], epsilons=[2], progress=False)
+
+
+def test_command_reports_bad_configuration(capsys, tmp_path):
+    from fdjpeg.cli import main
+
+    assert main(["eval", "--defenses", "jpeg:quality=0", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "quality" in capsys.readouterr().err
