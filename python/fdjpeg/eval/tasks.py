@@ -5,9 +5,9 @@ ImageNet protocol (``efficientnet-lite0``): only 20 labelled ImageNet images ins
 so they are scored against their true labels, and 224 x 224 crops of real photographs are added and
 scored by *agreement with the clean model's prediction*. A crop counts only if the clean model gives
 its top class a softmax probability of at least ``confidence`` (default :data:`CROP_CONFIDENCE`);
-unconfident crops carry no reliable label and are left out. Every fourth crop (sorted by name) is held
-out of the evaluation and used only as training data for data-derived tables, so that no evaluation
-image ever shapes a defense.
+unconfident crops carry no reliable label and are left out. Every fourth photograph (sorted by name)
+is held out of the evaluation with all its crops and used only as training data for data-derived
+tables, so that no evaluated photograph ever shapes a defense.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 #: Softmax probability the clean EfficientNet-Lite0 must give a photo crop for the crop to count.
 CROP_CONFIDENCE = 0.5
-#: One crop in this many (sorted by name) is held out for data-derived tables.
+#: One photograph in this many (sorted by name) is held out, with its crops, for data-derived tables.
 HOLDOUT_EVERY = 4
 
 IMAGENET_EPSILONS = (2 / 255, 4 / 255, 8 / 255)
@@ -115,10 +115,13 @@ def _sample(total: int, n: int, seed: int) -> np.ndarray:
 
 
 def split_crops(crops: dict) -> Tuple[list, list]:
-    """Sorted crop names -> (evaluation names, held-out names for data-derived tables)."""
+    """Crop names (``source/photo/crop``) -> (evaluation names, held-out names for data-derived
+    tables), holding out every :data:`HOLDOUT_EVERY`-th photograph with all of its crops."""
+    photo = lambda name: name.rsplit("/", 1)[0]  # noqa: E731
+    photos = sorted({photo(nm) for nm in crops})
+    held_photos = set(photos[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY])
     names = sorted(crops)
-    held = [nm for i, nm in enumerate(names) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
-    return [nm for nm in names if nm not in held], held
+    return [nm for nm in names if photo(nm) not in held_photos], [nm for nm in names if photo(nm) in held_photos]
 
 
 def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
