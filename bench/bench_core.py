@@ -24,15 +24,17 @@ import fdjpeg
 from fdjpeg import datasets, tables
 
 
-def timed(fn, repeat: int) -> float:
-    """Median seconds of `repeat` calls (after one warm-up call)."""
-    fn()
-    times = []
+def timed_pair(ours, peer, repeat: int) -> tuple[float, float]:
+    """Median seconds of `ours` and `peer`, called alternately `repeat` times each (after a
+    warm-up), so that both see the same machine load."""
+    ours(), peer()
+    a, b = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for fn, times in ((ours, a), (peer, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return float(np.median(a)), float(np.median(b))
 
 
 def pillow_roundtrip(img: np.ndarray, qtables, subsampling: int) -> np.ndarray:
@@ -83,28 +85,29 @@ def main() -> None:
     jpeg_q = [luma.astype(int).ravel().tolist(), chroma.astype(int).ravel().tolist()]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fdjpeg kernels: {fdjpeg.isa()}")
     print(f"threads={args.threads}, median of {args.repeat} runs\n")
-    header = f"{'size':>8} {'operation':<34} {'ms/image':>9} {'MP/s':>8} {'peer/fdjpeg':>12}"
+    header = f"{'size':>8} {'operation':<40} {'ms/image':>9} {'MP/s':>8} {'peer/fdjpeg':>12}"
     print(header)
     print("-" * len(header))
     for size in (224, 512):
         img = np.ascontiguousarray(datasets.center_crop(photos["astronaut"], size))
         mp = size * size / 1e6
-        fd = timed(lambda: fdjpeg.feature_distill(img, threads=args.threads), args.repeat)
-        jp = timed(lambda: fdjpeg.jpeg(img, 75, subsampling="420", threads=args.threads), args.repeat)
-        rows = [
-            ("fdjpeg.feature_distill", fd, None),
-            ("Pillow encode+decode, FD table 444", timed(lambda: pillow_roundtrip(img, fd_q, 0), args.repeat), fd),
-            ("numpy vectorised FD", timed(lambda: numpy_fd(img, fd_table), max(3, args.repeat // 5)), fd),
-            ("authors-style FD (Python loop)", timed(lambda: authors_style_fd(img, fd_table), 3), fd),
-            ("fdjpeg.jpeg q75 4:2:0", jp, None),
-            ("Pillow encode+decode q75 4:2:0", timed(lambda: pillow_roundtrip(img, jpeg_q, 2), args.repeat), jp),
+        fd_call = lambda: fdjpeg.feature_distill(img, threads=args.threads)
+        jpeg_call = lambda: fdjpeg.jpeg(img, 75, subsampling="420", threads=args.threads)
+        pairs = [
+            ("Pillow encode+decode, FD table 444", fd_call, lambda: pillow_roundtrip(img, fd_q, 0), args.repeat),
+            ("numpy vectorised FD", fd_call, lambda: numpy_fd(img, fd_table), max(3, args.repeat // 5)),
+            ("authors-style FD (Python loop)", fd_call, lambda: authors_style_fd(img, fd_table), 3),
+            ("Pillow encode+decode q75 4:2:0", jpeg_call, lambda: pillow_roundtrip(img, jpeg_q, 2), args.repeat),
         ]
-        for name, seconds, base in rows:
-            ratio = f"{seconds / base:10.1f}x" if base else ""
-            print(f"{size:>4}x{size:<3} {name:<34} {seconds * 1e3:9.3f} {mp / seconds:8.1f} {ratio:>12}")
+        for name, ours, peer, repeat in pairs:
+            mine, theirs = timed_pair(ours, peer, repeat)
+            label = "fdjpeg.feature_distill" if ours is fd_call else "fdjpeg.jpeg q75 4:2:0"
+            print(f"{size:>4}x{size:<3} {label:<40} {mine * 1e3:9.3f} {mp / mine:8.1f}")
+            print(f"{'':8} {'  vs ' + name:<40} {theirs * 1e3:9.3f} {mp / theirs:8.1f} {theirs / mine:10.1f}x")
     batch = np.stack([datasets.center_crop(p, 224) for p in photos.values()] * 8)
-    one = timed(lambda: fdjpeg.feature_distill(batch, threads=1), 5)
-    two = timed(lambda: fdjpeg.feature_distill(batch, threads=2), 5)
+    one, two = timed_pair(
+        lambda: fdjpeg.feature_distill(batch, threads=1), lambda: fdjpeg.feature_distill(batch, threads=2), 5
+    )
     print(f"\nbatch of {len(batch)} x 224x224 FD: 1 thread {one * 1e3:.1f} ms, 2 threads {two * 1e3:.1f} ms, scaling {one / two:.2f}x")
 
 
