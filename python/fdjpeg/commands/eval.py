@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             minimal_n=args.minimal_n, batch_size=args.batch_size, eot_samples=args.eot_samples,
             seed=args.seed, progress=not args.no_progress,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"fdjpeg eval: {exc}", file=sys.stderr)
         return 2
     results.meta["command"] = "fdjpeg eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None

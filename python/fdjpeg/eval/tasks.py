@@ -114,6 +114,11 @@ def _sample(total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
+def _alternate(a: list, b: list) -> list:
+    out = [v for pair in zip(a, b) for v in pair]
+    return out + a[len(b):] + b[len(a):]
+
+
 def split_crops(crops: dict) -> Tuple[list, list]:
     """Crop names (``source/photo/crop``) -> (evaluation names, held-out names for data-derived
     tables), holding out every :data:`HOLDOUT_EVERY`-th photograph with all of its crops."""
@@ -137,9 +142,12 @@ def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
         prob = torch.softmax(model(crop_x), dim=1)
     top_p, top_class = prob.max(dim=1)
     keep = (top_p >= confidence).nonzero().flatten()
-    images = torch.cat([to_float_nchw(fb_x), crop_x[keep]])[:n_images]
-    labels = torch.cat([torch.from_numpy(np.asarray(fb_y, dtype=np.int64)), top_class[keep]])[:n_images]
-    kinds = (("true",) * len(fb_x) + ("clean-prediction",) * len(keep))[:n_images]
+    # Alternate labelled images and crops, so that any n_images holds both kinds (about half each).
+    images = torch.cat([to_float_nchw(fb_x), crop_x[keep]])
+    labels = torch.cat([torch.from_numpy(np.asarray(fb_y, dtype=np.int64)), top_class[keep]])
+    kinds = ("true",) * len(fb_x) + ("clean-prediction",) * len(keep)
+    order = _alternate(list(range(len(fb_x))), list(range(len(fb_x), len(kinds))))[:n_images]
+    images, labels, kinds = images[order], labels[order], tuple(kinds[i] for i in order)
     n_true = kinds.count("true")
     return Task(
         "efficientnet-lite0", model, images, labels, IMAGENET_EPSILONS,
