@@ -159,3 +159,20 @@ def test_command_reports_bad_configuration(capsys, tmp_path):
 
     assert main(["eval", "--defenses", "jpeg:quality=0", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "quality" in capsys.readouterr().err
+
+
+def test_held_out_crops_come_from_other_photographs():
+    from fdjpeg.eval.tasks import HOLDOUT_EVERY, split_crops
+
+    crops = {f"src/photo{p}/{c}": None for p in range(9) for c in ("center", "r0c0", "r0c1")}
+    evaluated, held = split_crops(crops)
+    assert sorted(evaluated + held) == sorted(crops)
+    photo = lambda name: name.rsplit("/", 1)[0]  # noqa: E731
+    assert {photo(n) for n in evaluated}.isdisjoint({photo(n) for n in held})
+    assert len({photo(n) for n in held}) == 9 // HOLDOUT_EVERY
+
+
+def test_task_refuses_mismatched_labels(fashion_classifier):
+    model, x, y = fashion_classifier
+    with pytest.raises(ValueError, match="labels"):
+        Task("t", model, x[:4], y[:3], (0.1,))
