@@ -121,8 +121,8 @@ def test_random_defense_gets_eot_in_the_adaptive_attack(task):
     defend = RandomJPEG()
     res = evaluate([task], [("random-jpeg", defend)], ["fgsm"], epsilons=[0.1], n_images=8,
                    threat_models=["adaptive"], eot_samples=3, batch_size=8, progress=False)
-    # clean pass 1 + adaptive attack 3 draws + its evaluation 1 + the example grid 1 (no gray-box pass)
-    assert defend.calls == 1 + 3 + 1 + 1
+    # probe 1 + clean pass 1 + adaptive attack 3 draws + its evaluation 1 + example grid 1 (no gray-box pass)
+    assert defend.calls == 1 + 1 + 3 + 1 + 1
     assert {r["threat_model"] for r in res.records} == {"-", "adaptive"}
 
 
@@ -176,3 +176,17 @@ def test_task_refuses_mismatched_labels(fashion_classifier):
     model, x, y = fashion_classifier
     with pytest.raises(ValueError, match="labels"):
         Task("t", model, x[:4], y[:3], (0.1,))
+
+
+def test_a_defense_that_fails_on_the_images_is_reported_and_skipped(task, capsys):
+    def colour_only(t):
+        if t.shape[1] != 3:
+            raise ValueError(f"needs 3 channels, got {t.shape[1]}")
+        return t
+
+    res = evaluate([task], ["fd", ("colour-only", colour_only)], ["fgsm"], epsilons=[0.1], n_images=8,
+                   batch_size=8, progress=False)
+    assert "colour-only" in capsys.readouterr().err
+    assert "needs 3 channels" in res.meta["skipped"][task.name]["colour-only"]
+    assert {r["defense"] for r in res.records} == {"none", "fd"}
+    assert "Skipped colour-only" in res.markdown()

@@ -15,6 +15,7 @@ A random defense is evaluated with one draw per image.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -103,7 +104,11 @@ def _evaluate_task(task, budgets, defense_cfgs, attack_cfgs, threat_models, n_im
     for p in model.parameters():
         p.requires_grad_(False)  # gradients are wanted with respect to the images only
     x, y = task.images[:n_images], task.labels[:n_images]
-    built = {d.label: (d.make(task), d.random) for d in defense_cfgs}
+    built = _build_defenses(defense_cfgs, task, x[:1], results)
+    skipped = len(defense_cfgs) - len(built)
+    if skipped and "adaptive" in threat_models and hasattr(bar, "total"):
+        bar.total -= skipped * sum(len(budgets) if a.budgeted else 1 for a in attack_cfgs)
+        bar.refresh()
     results.meta.setdefault("tasks", {})[task.name] = {
         "description": task.description, "n": len(x), "epsilons": list(budgets),
         "label_kinds": {k: list(task.label_kind[: len(x)]).count(k) for k in set(task.label_kind[: len(x)])},
@@ -150,6 +155,24 @@ def _evaluate_task(task, budgets, defense_cfgs, attack_cfgs, threat_models, n_im
                     bar.update(1)
                     correct = _correct(model, _batched(defend, adv, batch_size), ya, batch_size)
                     results.add(task.name, label, attack.label, eps, "adaptive", correct, xa, adv, attack_s=secs)
+
+
+def _build_defenses(defense_cfgs, task, probe, results) -> dict:
+    """``{label: (callable, random)}`` of the defenses that run on this task's images; one that fails
+    to build or to run on the first image is reported on stderr and in ``meta["skipped"]`` and left
+    out of this task only (a grey-scale defense on colour images, say)."""
+    built = {}
+    for d in defense_cfgs:
+        try:
+            defend = d.make(task)
+            _batched(defend, probe, 1)
+        except Exception as exc:  # noqa: BLE001  (any failure of a user's defense is reported, not fatal)
+            note = f"{type(exc).__name__}: {exc}"
+            results.meta.setdefault("skipped", {}).setdefault(task.name, {})[d.label] = note
+            print(f"fdjpeg eval: defense {d.label!r} skipped for {task.name}: {note}", file=sys.stderr)
+            continue
+        built[d.label] = (defend, d.random)
+    return built
 
 
 def _attack_runs(defense_cfgs: List[DefenseConfig], threat_models) -> int:

@@ -78,6 +78,8 @@ class Results:
         for model in _unique(r["model"] for r in self.records):
             info = self.meta.get("tasks", {}).get(model, {})
             out.append(f"### {model}: {info.get('n', '?')} images\n\n{info.get('description', '')}\n")
+            for label, why in self.meta.get("skipped", {}).get(model, {}).items():
+                out.append(f"Skipped {label}: {why}\n")
             rows = [r for r in self.records if r["model"] == model]
             defenses = _unique(r["defense"] for r in rows)
             for tm in _unique(r["threat_model"] for r in rows if r["threat_model"] != "-"):
