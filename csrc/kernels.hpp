@@ -49,11 +49,15 @@ struct ImageJob {
   int64_t padded_height = 0, padded_width = 0;
   int64_t chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
   float shift = 0.f;       // level shift subtracted before the DCT
+  // 8-bit images: component samples are whole numbers wherever libjpeg stores them as JSAMPLEs
+  // (after colour conversion, downsampling, IDCT and upsampling), as in a real JPEG round trip.
+  bool integer_samples = false;
 
   float* plane[3] = {nullptr, nullptr, nullptr};
   int64_t plane_stride[3] = {0, 0, 0};
 
-  // Table sets: reciprocal quantization steps and dequantization steps, K x 3 x 64.
+  // Table sets, K x 3 x 64: quantization steps, their reciprocals, dequantization steps.
+  const float* quant = nullptr;
   const float* inv_quant = nullptr;
   const float* dequant = nullptr;
   const uint8_t* block_tables = nullptr;  // this image's table-set index per luma block, or null
@@ -89,6 +93,8 @@ FDJPEG_INLINE float round_even(float v) {
   const float magic = 12582912.f;  // 1.5 * 2^23
   return (v + magic) - magic;
 }
+
+FDJPEG_INLINE float as_sample(float v, bool integer) { return integer ? round_even(v) : v; }
 
 // ---------------------------------------------------------------------------------------------
 // 1-D transforms over 8 lane-vectors: element i of the transform lives at p + i * step.
@@ -145,25 +151,66 @@ FDJPEG_INLINE void inverse_dct8(const float* src, ptrdiff_t src_step, float* dst
 // ---------------------------------------------------------------------------------------------
 // Blocks: DCT -> quantize -> dequantize -> IDCT for one 8-row band of one plane.
 
+// round(coef / Qc) * Qd per coefficient. Multiplying by 1/Qc is as good as dividing except on
+// exact ties, which only the rational coefficients can hit: those four are divided exactly.
+constexpr int kRationalIndex[4] = {0, 4, 32, 36};  // (0,0), (0,4), (4,0), (4,4)
+
 FDJPEG_INLINE void quantize_lanes(float (*coef)[kLanes], const ImageJob& job, int comp,
                                   const uint8_t* lane_sets) {
+  float exact[4][kLanes];
   if (!lane_sets) {
+    const float* q = job.quant + comp * 64;
     const float* iq = job.inv_quant + comp * 64;
     const float* dq = job.dequant + comp * 64;
+    for (int i = 0; i < 4; ++i) {
+      const int k = kRationalIndex[i];
+      for (int l = 0; l < kLanes; ++l) exact[i][l] = round_even(coef[k][l] / q[k]) * dq[k];
+    }
     for (int k = 0; k < 64; ++k)
       for (int l = 0; l < kLanes; ++l) coef[k][l] = round_even(coef[k][l] * iq[k]) * dq[k];
-    return;
+  } else {
+    float q[4][kLanes], iq[64][kLanes], dq[64][kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      const int64_t base = static_cast<int64_t>(lane_sets[l]) * 192 + comp * 64;
+      for (int k = 0; k < 64; ++k) {
+        iq[k][l] = job.inv_quant[base + k];
+        dq[k][l] = job.dequant[base + k];
+      }
+      for (int i = 0; i < 4; ++i) q[i][l] = job.quant[base + kRationalIndex[i]];
+    }
+    for (int i = 0; i < 4; ++i) {
+      const int k = kRationalIndex[i];
+      for (int l = 0; l < kLanes; ++l) exact[i][l] = round_even(coef[k][l] / q[i][l]) * dq[k][l];
+    }
+    for (int k = 0; k < 64; ++k)
+      for (int l = 0; l < kLanes; ++l) coef[k][l] = round_even(coef[k][l] * iq[k][l]) * dq[k][l];
   }
-  float iq[64][kLanes], dq[64][kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    const int64_t base = static_cast<int64_t>(lane_sets[l]) * 192 + comp * 64;
-    for (int k = 0; k < 64; ++k) {
-      iq[k][l] = job.inv_quant[base + k];
-      dq[k][l] = job.dequant[base + k];
+  for (int i = 0; i < 4; ++i)
+    for (int l = 0; l < kLanes; ++l) coef[kRationalIndex[i]][l] = exact[i][l];
+}
+
+// Coefficients (0,0), (0,4), (4,0), (4,4) of each lane's block, exactly for whole-number samples:
+// basis row 4 is sqrt(1/8) x (+ - - + + - - +), row 0 is sqrt(1/8) x (+ + + + + + + +).
+FDJPEG_INLINE void exact_rational_coefficients(const float (*blk)[8][kLanes],
+                                               float (*rational)[kLanes]) {
+  constexpr float sign4[8] = {1, -1, -1, 1, 1, -1, -1, 1};
+  for (int l = 0; l < kLanes; ++l) rational[0][l] = rational[1][l] = rational[2][l] = rational[3][l] = 0.f;
+  for (int y = 0; y < 8; ++y) {
+    float plain[kLanes] = {}, alternating[kLanes] = {};
+    for (int x = 0; x < 8; ++x)
+      for (int l = 0; l < kLanes; ++l) {
+        plain[l] += blk[y][x][l];
+        alternating[l] += sign4[x] * blk[y][x][l];
+      }
+    for (int l = 0; l < kLanes; ++l) {
+      rational[0][l] += plain[l];
+      rational[1][l] += alternating[l];
+      rational[2][l] += sign4[y] * plain[l];
+      rational[3][l] += sign4[y] * alternating[l];
     }
   }
-  for (int k = 0; k < 64; ++k)
-    for (int l = 0; l < kLanes; ++l) coef[k][l] = round_even(coef[k][l] * iq[k][l]) * dq[k][l];
+  for (int k = 0; k < 4; ++k)
+    for (int l = 0; l < kLanes; ++l) rational[k][l] *= 0.125f;
 }
 
 // `band` points at the first of 8 rows of a plane holding `blocks` 8x8 blocks side by side.
@@ -173,6 +220,7 @@ FDJPEG_INLINE void transform_band(const ImageJob& job, int comp, float* band, in
   alignas(64) float blk[8][8][kLanes];
   alignas(64) float tmp[8][8][kLanes];
   const float shift = job.shift;
+  const bool integer = job.integer_samples;
   // Chroma blocks of a subsampled plane take the table choice of the luma block at their corner.
   const int hf = comp ? job.h_factor : 1, vf = comp ? job.v_factor : 1;
   for (int64_t b0 = 0; b0 < blocks; b0 += kLanes) {
@@ -183,8 +231,19 @@ FDJPEG_INLINE void transform_band(const ImageJob& job, int comp, float* band, in
         for (int l = 0; l < n; ++l) blk[y][x][l] = p[l * 8] - shift;
         for (int l = n; l < kLanes; ++l) blk[y][x][l] = 0.f;
       }
+    // Four coefficients are rational: (0,0), (0,4), (4,0), (4,4) equal (1/8) x a +-1-weighted
+    // sum of the block. Whole-number blocks hit exact rounding ties on them (e.g. 8 x mean / 25 =
+    // k + 0.5), so they are computed exactly rather than left to the transform's rounding errors.
+    float rational[4][kLanes];
+    exact_rational_coefficients(blk, rational);
     for (int x = 0; x < 8; ++x) forward_dct8(&blk[0][x][0], 8 * kLanes, &tmp[0][x][0], 8 * kLanes);
     for (int u = 0; u < 8; ++u) forward_dct8(&tmp[u][0][0], kLanes, &blk[u][0][0], kLanes);
+    for (int l = 0; l < kLanes; ++l) {
+      blk[0][0][l] = rational[0][l];
+      blk[0][4][l] = rational[1][l];
+      blk[4][0][l] = rational[2][l];
+      blk[4][4][l] = rational[3][l];
+    }
 
     uint8_t lane_sets[kLanes];
     const uint8_t* sets = nullptr;
@@ -200,7 +259,7 @@ FDJPEG_INLINE void transform_band(const ImageJob& job, int comp, float* band, in
     for (int y = 0; y < 8; ++y)
       for (int x = 0; x < 8; ++x) {
         float* p = band + y * stride + b0 * 8 + x;
-        for (int l = 0; l < n; ++l) p[l * 8] = clamp255(blk[y][x][l] + shift);
+        for (int l = 0; l < n; ++l) p[l * 8] = as_sample(clamp255(blk[y][x][l] + shift), integer);
       }
   }
 }
@@ -239,9 +298,10 @@ FDJPEG_INLINE bool load_and_transform_stripe(const ImageJob& job, int64_t s, flo
         bad |= !(r0 >= 0.f && r0 <= 255.f && g0 >= 0.f && g0 <= 255.f && b0 >= 0.f &&
                  b0 <= 255.f);
         if (job.ycbcr) {
-          dst[0][x] = 0.299f * r0 + 0.587f * g0 + 0.114f * b0;
-          dst[1][x] = -0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f;
-          dst[2][x] = 0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f;
+          const bool integer = job.integer_samples;
+          dst[0][x] = as_sample(0.299f * r0 + 0.587f * g0 + 0.114f * b0, integer);
+          dst[1][x] = as_sample(-0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f, integer);
+          dst[2][x] = as_sample(0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f, integer);
         } else {
           dst[0][x] = r0;
           dst[1][x] = g0;
@@ -264,9 +324,11 @@ FDJPEG_INLINE bool load_and_transform_stripe(const ImageJob& job, int64_t s, flo
         const float* b = a + (job.v_factor - 1) * Wp;  // same row when not subsampled vertically
         if (job.v_factor == 2)
           for (int64_t x = 0; x < cols; ++x)
-            dst[x] = (a[2 * x] + a[2 * x + 1] + b[2 * x] + b[2 * x + 1]) * norm;
+            dst[x] = as_sample((a[2 * x] + a[2 * x + 1] + b[2 * x] + b[2 * x + 1]) * norm,
+                               job.integer_samples);
         else
-          for (int64_t x = 0; x < cols; ++x) dst[x] = (a[2 * x] + a[2 * x + 1]) * norm;
+          for (int64_t x = 0; x < cols; ++x)
+            dst[x] = as_sample((a[2 * x] + a[2 * x + 1]) * norm, job.integer_samples);
       }
     }
   }
@@ -295,6 +357,7 @@ FDJPEG_INLINE void upsample_row(const ImageJob& job, int comp, int64_t y, float*
   const float* plane = job.plane[comp];
   const int64_t ps = job.plane_stride[comp], cw = job.chroma_width, ch = job.chroma_height;
   const int64_t i = y / job.v_factor;
+  const bool integer = job.integer_samples;
   const float* near = plane + i * ps;
   if (cw <= 2) {
     for (int64_t x = 0; x < job.width; ++x) out[x] = near[x / job.h_factor];
@@ -308,13 +371,13 @@ FDJPEG_INLINE void upsample_row(const ImageJob& job, int comp, int64_t y, float*
     for (int64_t x = 0; x < cw; ++x) vertical[x] = 4.f * near[x];
   }
   if (job.h_factor == 1) {
-    for (int64_t x = 0; x < job.width; ++x) out[x] = vertical[x] * 0.25f;
+    for (int64_t x = 0; x < job.width; ++x) out[x] = as_sample(vertical[x] * 0.25f, integer);
     return;
   }
   for (int64_t x = 0; x < job.width; ++x) {
     const int64_t c = x >> 1;
     const int64_t f = (x & 1) ? std::min(c + 1, cw - 1) : std::max<int64_t>(c - 1, 0);
-    out[x] = (3.f * vertical[c] + vertical[f]) * 0.0625f;
+    out[x] = as_sample((3.f * vertical[c] + vertical[f]) * 0.0625f, integer);
   }
 }
 

@@ -103,9 +103,11 @@ class BatchRunner {
     proto_.chroma_height = (H + f.v - 1) / f.v;
     proto_.chroma_width = (W + f.h - 1) / f.h;
     proto_.shift = spec.level_shift ? 128.f : 0.f;
+    proto_.integer_samples = in.dtype == DType::u8;
     proto_.block_cols = proto_.padded_width / 8;
     inv_quant_.resize(static_cast<size_t>(spec.table_sets) * 192);
     for (size_t i = 0; i < inv_quant_.size(); ++i) inv_quant_[i] = 1.f / spec.quant[i];
+    proto_.quant = spec.quant;
     proto_.inv_quant = inv_quant_.data();
     proto_.dequant = spec.dequant;
     stripes_ = proto_.padded_height / proto_.mcu_height;

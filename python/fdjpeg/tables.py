@@ -149,7 +149,8 @@ def from_statistics(
              = b - k2 * s   if t1 < s <= t2
              = q_min        if s > t2
 
-    clamped to [q_min, a]. The defaults are the paper's constants (continuous at ``t1``).
+    rounded to whole steps and clamped to [q_min, a]. The defaults are the paper's constants
+    (the rule is continuous at ``t1``).
     """
     if color not in ("none", "ycbcr"):
         raise ValueError(f"color must be 'none' or 'ycbcr', got {color!r}")
@@ -168,7 +169,7 @@ def from_statistics(
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0)).reshape(8, 8)
     step = np.where(std <= t1, a - k1 * std, np.where(std <= t2, b - k2 * std, q_min))
-    return validate(np.clip(step, q_min, a), "derived table")
+    return validate(np.clip(np.rint(step), q_min, a), "derived table")
 
 
 def _planes_for_statistics(img: np.ndarray, color: str) -> np.ndarray:
