@@ -59,6 +59,7 @@ struct Geometry {
   int64_t padded_height = 0, padded_width = 0;
   int64_t chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
   float shift = 0.f;
+  bool integer_samples = false;  // 8-bit images: whole-number samples between stages, as libjpeg
   int ring = 0;  // chroma samples transformed around a tile on each side (0 or 8)
   int tile_height = 0, tile_width = 0;  // luma pixels, whole MCUs
   int64_t tiles_x = 0, tiles_per_image = 0;
@@ -72,10 +73,8 @@ struct KernelArgs {
   int64_t out_stride[4] = {0, 0, 0, 0};
   Geometry g;
   DctBasis basis;
-  float inv_quant[192];  // table set 0 (reciprocal steps), used when block_map is null
-  float dequant[192];
-  const float* set_inv_quant = nullptr;  // K x 192 table sets, with block_map
-  const float* set_dequant = nullptr;
+  float tables[3][192];  // table set 0 (steps, reciprocal steps, dequantization steps), no block_map
+  const float* sets = nullptr;  // K x 3 x 192 (steps, reciprocals, dequantization), with block_map
   const uint8_t* block_map = nullptr;  // N x block_rows x block_cols, one set per luma block
   int64_t block_rows = 0, block_cols = 0;
   int passes = 1;  // passes run inside one launch (only without a ring: tiles are independent)
@@ -90,7 +89,8 @@ struct Tile {
   int ch = 0, cw = 0;       // chroma region extent
   float* plane[3] = {nullptr, nullptr, nullptr};
   int stride[3] = {0, 0, 0};
-  float* tables = nullptr;  // 384 floats: inverse steps then dequantization steps of set 0
+  float* tables = nullptr;  // 576 floats: set 0's steps, reciprocal steps, dequantization steps
+  float* sums = nullptr;    // 16 floats per block in flight: row sums for the rational coefficients
 
   // Selects instead of indexing, so that the arrays stay in registers on the GPU.
   FDJPEG_HD float* plane_of(int comp) const {
@@ -132,6 +132,8 @@ FDJPEG_HD float round_even(float v) {
   const float magic = 12582912.f;  // 1.5 * 2^23
   return (v + magic) - magic;
 }
+
+FDJPEG_HD float as_sample(float v, bool integer) { return integer ? round_even(v) : v; }
 
 // ---------------------------------------------------------------------------------------------
 // 1-D transforms of 8 values (stride `step` in shared memory or registers).
@@ -204,6 +206,7 @@ FDJPEG_HD Tile make_tile(const KernelArgs& a, int64_t index, float* smem) {
     t.cw = t.w;
   }
   t.tables = next;
+  t.sums = next + 576;
   return t;
 }
 
@@ -228,9 +231,10 @@ FDJPEG_HD void load_cell(const KernelArgs& a, const Tile& t, const T* src, const
                   b0 = load_sample(px + 2 * ss[2]);
       float luma = r0, cb = g0, cr = b0;
       if (g.ycbcr) {
-        luma = 0.299f * r0 + 0.587f * g0 + 0.114f * b0;
-        cb = -0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f;
-        cr = 0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f;
+        const bool integer = g.integer_samples;
+        luma = as_sample(0.299f * r0 + 0.587f * g0 + 0.114f * b0, integer);
+        cb = as_sample(-0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f, integer);
+        cr = as_sample(0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f, integer);
       }
       const int64_t ly = y - t.y0, lx = x - t.x0;
       if (ly >= 0 && ly < t.h && lx >= 0 && lx < t.w)
@@ -241,14 +245,14 @@ FDJPEG_HD void load_cell(const KernelArgs& a, const Tile& t, const T* src, const
     }
   if (g.hf * g.vf > 1) {
     const float norm = 1.f / static_cast<float>(g.hf * g.vf);
-    cb_sum = cb_sum * norm;
-    cr_sum = cr_sum * norm;
+    cb_sum = as_sample(cb_sum * norm, g.integer_samples);
+    cr_sum = as_sample(cr_sum * norm, g.integer_samples);
   }
   t.plane[1][ry * t.stride[1] + rx] = cb_sum;
   t.plane[2][ry * t.stride[2] + rx] = cr_sum;
 }
 
-// One 8x8 block of the tile's planes, as phases 2-4 see it.
+// One 8x8 block of the tile's planes, as the transform stages see it.
 struct BlockRef {
   float* origin;   // top-left sample in shared memory
   int stride;
@@ -290,7 +294,26 @@ FDJPEG_HD BlockRef block_ref(const Tile& t, int b) {
   return r;
 }
 
-// Phase 2: level shift and forward DCT down column `x` of a block.
+// Coefficients (0,0), (0,4), (4,0), (4,4) are (1/8) x +-1-weighted sums of the block; the CPU core
+// computes them exactly that way (whole-number blocks hit exact rounding ties on them), and so do
+// we, in the same order: per row first, then over the rows.
+// Signs of basis row 4 (up to sqrt(1/8)): + - - + + - - +.
+FDJPEG_HD float sign4(int i) { return ((i + 1) & 2) ? -1.f : 1.f; }
+
+// Stage 1: plain and alternating sums of (level-shifted) row `y` into sums[y], sums[8 + y].
+FDJPEG_HD void row_sums(const KernelArgs& a, const BlockRef& r, int y, float* sums) {
+  const float* line = r.origin + y * r.stride;
+  float plain = 0.f, alternating = 0.f;
+  for (int x = 0; x < 8; ++x) {
+    const float v = line[x] - a.g.shift;
+    plain += v;
+    alternating += sign4(x) * v;
+  }
+  sums[y] = plain;
+  sums[8 + y] = alternating;
+}
+
+// Stage 2: level shift and forward DCT down column `x` of a block.
 FDJPEG_HD void forward_column(const KernelArgs& a, const BlockRef& r, int x) {
   float v[8], c[8];
   for (int y = 0; y < 8; ++y) v[y] = r.origin[y * r.stride + x] - a.g.shift;
@@ -298,32 +321,51 @@ FDJPEG_HD void forward_column(const KernelArgs& a, const BlockRef& r, int x) {
   for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = c[u];
 }
 
-// Phase 3: forward DCT along row `u`, quantize / dequantize, inverse DCT along the row.
-FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u) {
-  const float* iq = t.tables + r.comp * 64;
-  const float* dq = t.tables + 192 + r.comp * 64;
+// Stage 3: forward DCT along row `u`, quantize / dequantize, inverse DCT along the row.
+// round(coef / Qc) * Qd: multiplying by 1/Qc, except for the four rational coefficients, which
+// are divided exactly (as the CPU core does).
+FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u,
+                            const float* sums) {
+  const float* table = t.tables;
   if (a.block_map) {
     // Chroma blocks of a subsampled plane take the choice of the luma block at their corner.
     const int hf = r.comp ? a.g.hf : 1, vf = r.comp ? a.g.vf : 1;
     const int64_t set = a.block_map[(t.image * a.block_rows + r.row * vf) * a.block_cols + r.col * hf];
-    iq = a.set_inv_quant + set * 192 + r.comp * 64;
-    dq = a.set_dequant + set * 192 + r.comp * 64;
+    table = a.sets + set * 576;
   }
+  const float* q = table + r.comp * 64 + u * 8;
+  const float* iq = q + 192;
+  const float* dq = q + 384;
   float* line = r.origin + u * r.stride;
   float v[8], c[8];
   for (int i = 0; i < 8; ++i) v[i] = line[i];
   forward_dct8(a.basis, v, c);
-  for (int i = 0; i < 8; ++i) c[i] = round_even(c[i] * iq[u * 8 + i]) * dq[u * 8 + i];
+  const bool rational = (u & 3) == 0;
+  if (rational) {
+    float plain = 0.f, alternating = 0.f;
+    for (int y = 0; y < 8; ++y) {
+      const float w = u == 0 ? 1.f : sign4(y);
+      plain += w * sums[y];
+      alternating += w * sums[8 + y];
+    }
+    c[0] = plain * 0.125f;
+    c[4] = alternating * 0.125f;
+  }
+  for (int i = 0; i < 8; ++i) {
+    const bool divide = rational && (i & 3) == 0;
+    c[i] = round_even(divide ? c[i] / q[i] : c[i] * iq[i]) * dq[i];
+  }
   inverse_dct8(a.basis, c, v);
   for (int i = 0; i < 8; ++i) line[i] = v[i];
 }
 
-// Phase 4: inverse DCT down column `x`, undo the level shift, clamp.
+// Stage 4: inverse DCT down column `x`, undo the level shift, clamp.
 FDJPEG_HD void inverse_column(const KernelArgs& a, const BlockRef& r, int x) {
   float c[8], v[8];
   for (int u = 0; u < 8; ++u) c[u] = r.origin[u * r.stride + x];
   inverse_dct8(a.basis, c, v);
-  for (int y = 0; y < 8; ++y) r.origin[y * r.stride + x] = clamp255(v[y] + a.g.shift);
+  for (int y = 0; y < 8; ++y)
+    r.origin[y * r.stride + x] = as_sample(clamp255(v[y] + a.g.shift), a.g.integer_samples);
 }
 
 // libjpeg's fancy upsampling at pixel (y, x) from a chroma plane held for the region of `t`
@@ -341,13 +383,13 @@ FDJPEG_HD float upsample(const Geometry& g, const Tile& t, int comp, int64_t y, 
     far = p + (j - t.cy0) * s - t.cx0;
   }
   auto vertical = [&](int64_t c) { return g.vf == 2 ? 3.f * near[c] + far[c] : 4.f * near[c]; };
-  if (g.hf == 1) return vertical(x) * 0.25f;
+  if (g.hf == 1) return as_sample(vertical(x) * 0.25f, g.integer_samples);
   const int64_t c = x >> 1;
   const int64_t f = (x & 1) ? min64(c + 1, cw - 1) : max64(c - 1, 0);
-  return (3.f * vertical(c) + vertical(f)) * 0.0625f;
+  return as_sample((3.f * vertical(c) + vertical(f)) * 0.0625f, g.integer_samples);
 }
 
-// Phase 5, one item: one pixel of the tile inside the real image.
+// Phase 3, one item: one pixel of the tile inside the real image.
 template <class T>
 FDJPEG_HD void store_pixel(const KernelArgs& a, const Tile& t, const T* src, const int64_t* ss,
                            T* dst, int item, int out_width) {
@@ -382,20 +424,47 @@ FDJPEG_HD void store_pixel(const KernelArgs& a, const Tile& t, const T* src, con
   if (g.channels == 4) px[3 * os[2]] = src[y * ss[0] + x * ss[1] + 3 * ss[2]];  // alpha as is
 }
 
+// Phase 2: the transform stages 1-4 over every 8x8 block of the tile. Items are (block, line)
+// pairs; a block's 8 items go to 8 consecutive lanes of one warp, so on the GPU the stages only
+// need warp barriers between them, and the row sums of the blocks in flight need 16 floats per
+// block (one slot per 8 threads). On the host the stages run one after the other over all items.
+FDJPEG_HD void transform_blocks(const KernelArgs& a, const Tile& t, int tid, int threads) {
+  const int lines = block_count(a, t) * 8;
+#ifdef __CUDA_ARCH__
+  float* sums = t.sums + (tid >> 3) * 16;
+  const int rounded = (lines + 31) & ~31;  // whole warps take part in every __syncwarp
+  for (int i = tid; i < rounded; i += threads) {
+    const bool live = i < lines;
+    const BlockRef r = block_ref(t, live ? i >> 3 : 0);
+    const int line = i & 7;
+    if (live) row_sums(a, r, line, sums);
+    __syncwarp();
+    if (live) forward_column(a, r, line);
+    __syncwarp();
+    if (live) quantize_row(a, t, r, line, sums);
+    __syncwarp();
+    if (live) inverse_column(a, r, line);
+    __syncwarp();
+  }
+#else
+  for (int i = tid; i < lines; i += threads) row_sums(a, block_ref(t, i >> 3), i & 7, t.sums + (i >> 3) * 16);
+  for (int i = tid; i < lines; i += threads) forward_column(a, block_ref(t, i >> 3), i & 7);
+  for (int i = tid; i < lines; i += threads)
+    quantize_row(a, t, block_ref(t, i >> 3), i & 7, t.sums + (i >> 3) * 16);
+  for (int i = tid; i < lines; i += threads) inverse_column(a, block_ref(t, i >> 3), i & 7);
+#endif
+}
+
 // The whole work of one CTA. `tid` / `threads` split every phase's items; on the host the code
-// runs with one "thread" and the barriers vanish, which gives the same result.
+// runs with one "thread" (tid 0 of 1) and the barriers vanish, which gives the same result.
 template <class T>
 FDJPEG_HD void run_tile(const KernelArgs& a, int64_t index, float* smem, int tid, int threads) {
   const Geometry& g = a.g;
   const Tile t = make_tile(a, index, smem);
   if (!a.block_map)
-    for (int i = tid; i < 192; i += threads) {
-      t.tables[i] = a.inv_quant[i];
-      t.tables[192 + i] = a.dequant[i];
-    }
+    for (int i = tid; i < 576; i += threads) t.tables[i] = a.tables[i / 192][i % 192];
   T* dst = static_cast<T*>(a.out) + t.image * a.out_stride[0];
   const int cells = t.ch * t.cw;
-  const int lines = block_count(a, t) * 8;
   const int out_width = static_cast<int>(min64(t.w, g.width - t.x0));
   const int pixels = static_cast<int>(min64(t.h, g.height - t.y0)) * out_width;
   for (int pass = 0; pass < a.passes; ++pass) {
@@ -404,11 +473,7 @@ FDJPEG_HD void run_tile(const KernelArgs& a, int64_t index, float* smem, int tid
     const int64_t* ss = pass == 0 ? a.in_stride + 1 : a.out_stride + 1;
     for (int i = tid; i < cells; i += threads) load_cell(a, t, src, ss, i);
     FDJPEG_BARRIER();
-    for (int i = tid; i < lines; i += threads) forward_column(a, block_ref(t, i >> 3), i & 7);
-    FDJPEG_BARRIER();
-    for (int i = tid; i < lines; i += threads) quantize_row(a, t, block_ref(t, i >> 3), i & 7);
-    FDJPEG_BARRIER();
-    for (int i = tid; i < lines; i += threads) inverse_column(a, block_ref(t, i >> 3), i & 7);
+    transform_blocks(a, t, tid, threads);
     FDJPEG_BARRIER();
     for (int i = tid; i < pixels; i += threads) store_pixel(a, t, src, ss, dst, i, out_width);
     FDJPEG_BARRIER();
@@ -458,8 +523,9 @@ struct Plan {
   KernelArgs args;
   int64_t tiles = 0;
   size_t smem_bytes = 0;
+  size_t host_floats = 0;
   int launches = 1;  // passes that need one launch each (with a ring)
-  std::vector<float> set_inv_quant;  // K x 192, only with a block map
+  std::vector<float> sets;  // K x 576 (steps, reciprocals, dequantization), with a block map
 };
 
 std::string check(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
@@ -506,6 +572,7 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   g.chroma_height = ceil_div(g.height, g.vf);
   g.chroma_width = ceil_div(g.width, g.hf);
   g.shift = spec.level_shift ? 128.f : 0.f;
+  g.integer_samples = in.dtype == DType::u8;
   g.ring = (g.hf * g.vf > 1 && g.chroma_width > 2) ? 8 : 0;
   g.tile_height = tile_extent(g.padded_height, 8 * g.vf, g.ring ? kMaxTileHeight : kMaxTileHeight / 2);
   g.tile_width = tile_extent(g.padded_width, 8 * g.hf, kMaxTileWidth);
@@ -514,9 +581,14 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   g.luma_stride = padded_stride(g.tile_width);
   g.chroma_rows = g.tile_height / g.vf + 2 * g.ring;
   g.chroma_stride = padded_stride(g.tile_width / g.hf + 2 * g.ring);
-  size_t floats = static_cast<size_t>(g.tile_height) * g.luma_stride + 384;
-  if (g.components == 3) floats += 2 * static_cast<size_t>(g.chroma_rows) * g.chroma_stride;
-  p.smem_bytes = floats * sizeof(float);
+  size_t floats = static_cast<size_t>(g.tile_height) * g.luma_stride + 576;
+  int64_t blocks = (g.tile_height / 8) * (g.tile_width / 8);
+  if (g.components == 3) {
+    floats += 2 * static_cast<size_t>(g.chroma_rows) * g.chroma_stride;
+    blocks += 2 * (g.chroma_rows / 8) * ((g.tile_width / g.hf + 2 * g.ring) / 8);
+  }
+  p.smem_bytes = (floats + kThreads / 8 * 16) * sizeof(float);
+  p.host_floats = floats + blocks * 16;  // the host emulation keeps row sums for every block
   p.tiles = in.shape[0] * g.tiles_per_image;
   if (p.tiles > 0x7fffffff) return "batch too large for one launch (more than 2^31 tiles)";
 
@@ -526,8 +598,9 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   }
   a.basis = make_basis();
   for (int i = 0; i < 192; ++i) {
-    a.inv_quant[i] = 1.f / spec.quant[i];  // as the CPU core: reciprocal in float
-    a.dequant[i] = spec.dequant[i];
+    a.tables[0][i] = spec.quant[i];
+    a.tables[1][i] = 1.f / spec.quant[i];  // as the CPU core: reciprocal in float
+    a.tables[2][i] = spec.dequant[i];
   }
   if (spec.block_tables) {
     int64_t rows = g.padded_height / 8, cols = g.padded_width / 8;
@@ -542,8 +615,14 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
         return "block table map names a table set that does not exist";
     a.block_rows = rows;
     a.block_cols = cols;
-    p.set_inv_quant.resize(static_cast<size_t>(spec.table_sets) * 192);
-    for (size_t i = 0; i < p.set_inv_quant.size(); ++i) p.set_inv_quant[i] = 1.f / spec.quant[i];
+    p.sets.resize(static_cast<size_t>(spec.table_sets) * 576);
+    for (int k = 0; k < spec.table_sets; ++k)
+      for (int i = 0; i < 192; ++i) {
+        float* set = p.sets.data() + k * 576;
+        set[i] = spec.quant[k * 192 + i];
+        set[192 + i] = 1.f / spec.quant[k * 192 + i];
+        set[384 + i] = spec.dequant[k * 192 + i];
+      }
   }
   // Passes of independent tiles run in one launch; with a ring, each pass needs the whole
   // previous result, so each gets its own launch.
@@ -622,7 +701,7 @@ cudaError_t launch_any(DType d, const Plan& p, cudaStream_t stream) {
 
 template <class T>
 void emulate_launch(const Plan& p) {
-  std::vector<float> smem(p.smem_bytes / sizeof(float));
+  std::vector<float> smem(p.host_floats);
   for (int64_t t = 0; t < p.tiles; ++t) run_tile<T>(p.args, t, smem.data(), 0, 1);
 }
 
@@ -678,7 +757,7 @@ Result quantize_on_device(const BatchView& in, const BatchView& out, const Quant
 
   // Device copies of the table sets and the block map (stream-ordered: no host synchronisation),
   // and the intermediate buffer of multi-launch runs, in one allocation.
-  const size_t sets = spec.block_tables ? p.set_inv_quant.size() * sizeof(float) : 0;
+  const size_t sets = spec.block_tables ? p.sets.size() * sizeof(float) : 0;
   const size_t map = spec.block_tables ? static_cast<size_t>(in.shape[0] * p.args.block_rows *
                                                             p.args.block_cols)
                                        : 0;
@@ -686,7 +765,7 @@ Result quantize_on_device(const BatchView& in, const BatchView& out, const Quant
                                                               in.shape[2] * in.shape[3]) *
                                               element_size(in.dtype)
                                         : 0;
-  const size_t scratch_at = round_up(2 * sets + map, 256);
+  const size_t scratch_at = round_up(sets + map, 256);
   char* buffer = nullptr;
   if (sets + scratch > 0) {
     e = cudaMallocAsync(reinterpret_cast<void**>(&buffer), scratch_at + scratch, stream);
@@ -696,14 +775,11 @@ Result quantize_on_device(const BatchView& in, const BatchView& out, const Quant
     }
   }
   if (sets) {
-    p.args.set_inv_quant = reinterpret_cast<const float*>(buffer);
-    p.args.set_dequant = reinterpret_cast<const float*>(buffer + sets);
-    p.args.block_map = reinterpret_cast<const uint8_t*>(buffer + 2 * sets);
-    e = cudaMemcpyAsync(buffer, p.set_inv_quant.data(), sets, cudaMemcpyHostToDevice, stream);
+    p.args.sets = reinterpret_cast<const float*>(buffer);
+    p.args.block_map = reinterpret_cast<const uint8_t*>(buffer + sets);
+    e = cudaMemcpyAsync(buffer, p.sets.data(), sets, cudaMemcpyHostToDevice, stream);
     if (e == cudaSuccess)
-      e = cudaMemcpyAsync(buffer + sets, spec.dequant, sets, cudaMemcpyHostToDevice, stream);
-    if (e == cudaSuccess)
-      e = cudaMemcpyAsync(buffer + 2 * sets, spec.block_tables, map, cudaMemcpyHostToDevice, stream);
+      e = cudaMemcpyAsync(buffer + sets, spec.block_tables, map, cudaMemcpyHostToDevice, stream);
   }
   p.args.in = in.data;
   if (e == cudaSuccess)
@@ -723,8 +799,7 @@ Result emulate_on_host(const BatchView& in, const BatchView& out, const QuantSpe
   std::string error = make_plan(in, out, spec, p);
   if (!error.empty()) return fail(Status::bad_input, error);
   if (spec.block_tables) {
-    p.args.set_inv_quant = p.set_inv_quant.data();
-    p.args.set_dequant = spec.dequant;
+    p.args.sets = p.sets.data();
     p.args.block_map = spec.block_tables;
   }
   std::vector<char> scratch;
