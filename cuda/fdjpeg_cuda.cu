@@ -14,8 +14,9 @@
 // they mostly hit L2. Tiles are up to 128 x 64 pixels, so the ring adds ~30% chroma work.
 // Without subsampling there is no ring at all.
 //
-// The arithmetic is that of the CPU core (csrc/kernels.hpp), operation for operation and in the
-// same order, compiled without FMA contraction (--fmad=false), so both give the same numbers.
+// The arithmetic is that of the CPU core (csrc/kernels_impl.inc: AAN transforms with the scale
+// factors folded into the tables, csrc/pipeline.cpp: aan_tables), operation for operation and in
+// the same order, compiled without FMA contraction (--fmad=false), so both give the same numbers.
 //
 // The per-tile code is __host__ __device__: emulate_on_host() runs it on the CPU, tile after tile,
 // so that its logic is tested where no GPU is present.
@@ -43,13 +44,7 @@ namespace {
 constexpr int kThreads = 256;      // threads per CTA
 constexpr int kMaxTileWidth = 128;  // luma pixels
 constexpr int kMaxTileHeight = 64;
-
-// Orthonormal 8-point DCT-II basis as the CPU core holds it: even[m][k] = basis[2m][k],
-// odd[m][k] = basis[2m+1][k], k < 4.
-struct DctBasis {
-  float even[4][4];
-  float odd[4][4];
-};
+constexpr int kSetFloats = 3 * 192;  // one table set: 3 components x (divisor, 1/divisor, dequant)
 
 struct Geometry {
   int64_t height = 0, width = 0, channels = 0;
@@ -72,9 +67,10 @@ struct KernelArgs {
   int64_t in_stride[4] = {0, 0, 0, 0};  // elements: image, row, column, channel
   int64_t out_stride[4] = {0, 0, 0, 0};
   Geometry g;
-  DctBasis basis;
-  float tables[3][192];  // table set 0 (steps, reciprocal steps, dequantization steps), no block_map
-  const float* sets = nullptr;  // K x 3 x 192 (steps, reciprocals, dequantization), with block_map
+  // Table set 0 (used without block_map): per component, 64 divisors, 64 reciprocal divisors,
+  // 64 dequantization factors, AAN-scaled and in the transform's order (index v * 8 + u).
+  float tables[kSetFloats];
+  const float* sets = nullptr;  // K table sets laid out as `tables`, with block_map
   const uint8_t* block_map = nullptr;  // N x block_rows x block_cols, one set per luma block
   int64_t block_rows = 0, block_cols = 0;
   int passes = 1;  // passes run inside one launch (only without a ring: tiles are independent)
@@ -89,8 +85,7 @@ struct Tile {
   int ch = 0, cw = 0;       // chroma region extent
   float* plane[3] = {nullptr, nullptr, nullptr};
   int stride[3] = {0, 0, 0};
-  float* tables = nullptr;  // 576 floats: set 0's steps, reciprocal steps, dequantization steps
-  float* sums = nullptr;    // 16 floats per block in flight: row sums for the rational coefficients
+  float* tables = nullptr;  // table set 0 (kSetFloats)
 
   // Selects instead of indexing, so that the arrays stay in registers on the GPU.
   FDJPEG_HD float* plane_of(int comp) const {
@@ -122,11 +117,7 @@ FDJPEG_HD void store_sample<uint8_t>(uint8_t* p, float v) {
   *p = static_cast<uint8_t>(v + 0.5f);
 }
 
-// std::min(std::max(v, 0.f), 255.f), NaN behaviour included.
-FDJPEG_HD float clamp255(float v) {
-  const float lo = v < 0.f ? 0.f : v;
-  return 255.f < lo ? 255.f : lo;
-}
+FDJPEG_HD float clamp255(float v) { return v < 0.f ? 0.f : (v > 255.f ? 255.f : v); }
 
 FDJPEG_HD float round_even(float v) {
   const float magic = 12582912.f;  // 1.5 * 2^23
@@ -136,42 +127,57 @@ FDJPEG_HD float round_even(float v) {
 FDJPEG_HD float as_sample(float v, bool integer) { return integer ? round_even(v) : v; }
 
 // ---------------------------------------------------------------------------------------------
-// 1-D transforms of 8 values (stride `step` in shared memory or registers).
+// 1-D AAN transforms of 8 values (as libjpeg's float DCT), in place.
 
-FDJPEG_HD void forward_dct8(const DctBasis& b, const float* src, float* dst) {
-  float sum[4], dif[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    sum[k] = src[k] + src[7 - k];
-    dif[k] = src[k] - src[7 - k];
-  }
-#pragma unroll
-  for (int m = 0; m < 4; ++m) {
-    float e = b.even[m][0] * sum[0];
-    float o = b.odd[m][0] * dif[0];
-#pragma unroll
-    for (int k = 1; k < 4; ++k) {
-      e += b.even[m][k] * sum[k];
-      o += b.odd[m][k] * dif[k];
-    }
-    dst[2 * m] = e;
-    dst[2 * m + 1] = o;
-  }
+// out[k] = DCT_k * aan(k) * sqrt 8.
+FDJPEG_HD void forward_aan(float* d) {
+  const float tmp0 = d[0] + d[7], tmp7 = d[0] - d[7];
+  const float tmp1 = d[1] + d[6], tmp6 = d[1] - d[6];
+  const float tmp2 = d[2] + d[5], tmp5 = d[2] - d[5];
+  const float tmp3 = d[3] + d[4], tmp4 = d[3] - d[4];
+  const float tmp10 = tmp0 + tmp3, tmp13 = tmp0 - tmp3;
+  const float tmp11 = tmp1 + tmp2, tmp12 = tmp1 - tmp2;
+  d[0] = tmp10 + tmp11;
+  d[4] = tmp10 - tmp11;
+  const float z1 = (tmp12 + tmp13) * 0.707106781f;
+  d[2] = tmp13 + z1;
+  d[6] = tmp13 - z1;
+  const float o10 = tmp4 + tmp5, o11 = tmp5 + tmp6, o12 = tmp6 + tmp7;
+  const float z5 = (o10 - o12) * 0.382683433f;
+  const float z2 = 0.541196100f * o10 + z5;
+  const float z4 = 1.306562965f * o12 + z5;
+  const float z3 = o11 * 0.707106781f;
+  const float z11 = tmp7 + z3, z13 = tmp7 - z3;
+  d[5] = z13 + z2;
+  d[3] = z13 - z2;
+  d[1] = z11 + z4;
+  d[7] = z11 - z4;
 }
 
-FDJPEG_HD void inverse_dct8(const DctBasis& b, const float* src, float* dst) {
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    float e = b.even[0][k] * src[0];
-    float o = b.odd[0][k] * src[1];
-#pragma unroll
-    for (int m = 1; m < 4; ++m) {
-      e += b.even[m][k] * src[2 * m];
-      o += b.odd[m][k] * src[2 * m + 1];
-    }
-    dst[k] = e + o;
-    dst[7 - k] = e - o;
-  }
+// Takes DCT_k * aan(k) * sqrt 8 (the dequantization factors carry the rest of the scale).
+FDJPEG_HD void inverse_aan(float* d) {
+  const float e10 = d[0] + d[4], e11 = d[0] - d[4];
+  const float e13 = d[2] + d[6];
+  const float e12 = (d[2] - d[6]) * 1.414213562f - e13;
+  const float e0 = e10 + e13, e3 = e10 - e13, e1 = e11 + e12, e2 = e11 - e12;
+  const float z13 = d[5] + d[3], z10 = d[5] - d[3];
+  const float z11 = d[1] + d[7], z12 = d[1] - d[7];
+  const float o7 = z11 + z13;
+  const float o11 = (z11 - z13) * 1.414213562f;
+  const float z5 = (z10 + z12) * 1.847759065f;
+  const float o10 = z5 - z12 * 1.082392200f;
+  const float o12 = z5 - z10 * 2.613125930f;
+  const float o6 = o12 - o7;
+  const float o5 = o11 - o6;
+  const float o4 = o10 - o5;
+  d[0] = e0 + o7;
+  d[7] = e0 - o7;
+  d[1] = e1 + o6;
+  d[6] = e1 - o6;
+  d[2] = e2 + o5;
+  d[5] = e2 - o5;
+  d[3] = e3 + o4;
+  d[4] = e3 - o4;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,7 +212,6 @@ FDJPEG_HD Tile make_tile(const KernelArgs& a, int64_t index, float* smem) {
     t.cw = t.w;
   }
   t.tables = next;
-  t.sums = next + 576;
   return t;
 }
 
@@ -222,34 +227,38 @@ FDJPEG_HD void load_cell(const KernelArgs& a, const Tile& t, const T* src, const
     t.plane[0][ry * t.stride[0] + rx] = load_sample(src + y * ss[0] + x * ss[1]);
     return;
   }
-  float cb_sum = 0.f, cr_sum = 0.f;
-  for (int dy = 0; dy < g.vf; ++dy)
-    for (int dx = 0; dx < g.hf; ++dx) {
-      const int64_t y = (t.cy0 + ry) * g.vf + dy, x = (t.cx0 + rx) * g.hf + dx;
+  // Colour of each pixel under the chroma sample; 4:2:2 counts its one row twice, as the CPU.
+  float cb[2][2], cr[2][2];
+  const int rows = g.hf * g.vf > 1 ? 2 : 1, cols = g.hf;
+#pragma unroll
+  for (int dy = 0; dy < 2; ++dy)
+#pragma unroll
+    for (int dx = 0; dx < 2; ++dx) {
+      if (dy >= rows || dx >= cols) continue;  // fixed bounds: the arrays stay in registers
+      const int64_t y = (t.cy0 + ry) * g.vf + (g.vf == 2 ? dy : 0), x = (t.cx0 + rx) * g.hf + dx;
       const T* px = src + min64(y, g.height - 1) * ss[0] + min64(x, g.width - 1) * ss[1];
       const float r0 = load_sample(px), g0 = load_sample(px + ss[2]),
                   b0 = load_sample(px + 2 * ss[2]);
-      float luma = r0, cb = g0, cr = b0;
+      float luma = r0;
+      cb[dy][dx] = g0;
+      cr[dy][dx] = b0;
       if (g.ycbcr) {
         const bool integer = g.integer_samples;
         luma = as_sample(0.299f * r0 + 0.587f * g0 + 0.114f * b0, integer);
-        cb = as_sample(-0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f, integer);
-        cr = as_sample(0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f, integer);
+        cb[dy][dx] = as_sample(-0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f, integer);
+        cr[dy][dx] = as_sample(0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f, integer);
       }
       const int64_t ly = y - t.y0, lx = x - t.x0;
-      if (ly >= 0 && ly < t.h && lx >= 0 && lx < t.w)
+      if (dy < g.vf && ly >= 0 && ly < t.h && lx >= 0 && lx < t.w)
         t.plane[0][ly * t.stride[0] + lx] = luma;
-      // Same summation order as the CPU: ((top-left + top-right) + bottom-left) + bottom-right.
-      cb_sum = (dy | dx) ? cb_sum + cb : cb;
-      cr_sum = (dy | dx) ? cr_sum + cr : cr;
     }
-  if (g.hf * g.vf > 1) {
-    const float norm = 1.f / static_cast<float>(g.hf * g.vf);
-    cb_sum = as_sample(cb_sum * norm, g.integer_samples);
-    cr_sum = as_sample(cr_sum * norm, g.integer_samples);
+  float c1 = cb[0][0], c2 = cr[0][0];
+  if (rows == 2) {
+    c1 = as_sample((cb[0][0] + cb[0][1] + cb[1][0] + cb[1][1]) * 0.25f, g.integer_samples);
+    c2 = as_sample((cr[0][0] + cr[0][1] + cr[1][0] + cr[1][1]) * 0.25f, g.integer_samples);
   }
-  t.plane[1][ry * t.stride[1] + rx] = cb_sum;
-  t.plane[2][ry * t.stride[2] + rx] = cr_sum;
+  t.plane[1][ry * t.stride[1] + rx] = c1;
+  t.plane[2][ry * t.stride[2] + rx] = c2;
 }
 
 // One 8x8 block of the tile's planes, as the transform stages see it.
@@ -294,78 +303,47 @@ FDJPEG_HD BlockRef block_ref(const Tile& t, int b) {
   return r;
 }
 
-// Coefficients (0,0), (0,4), (4,0), (4,4) are (1/8) x +-1-weighted sums of the block; the CPU core
-// computes them exactly that way (whole-number blocks hit exact rounding ties on them), and so do
-// we, in the same order: per row first, then over the rows.
-// Signs of basis row 4 (up to sqrt(1/8)): + - - + + - - +.
-FDJPEG_HD float sign4(int i) { return ((i + 1) & 2) ? -1.f : 1.f; }
-
-// Stage 1: plain and alternating sums of (level-shifted) row `y` into sums[y], sums[8 + y].
-FDJPEG_HD void row_sums(const KernelArgs& a, const BlockRef& r, int y, float* sums) {
-  const float* line = r.origin + y * r.stride;
-  float plain = 0.f, alternating = 0.f;
-  for (int x = 0; x < 8; ++x) {
-    const float v = line[x] - a.g.shift;
-    plain += v;
-    alternating += sign4(x) * v;
-  }
-  sums[y] = plain;
-  sums[8 + y] = alternating;
-}
-
-// Stage 2: level shift and forward DCT down column `x` of a block.
+// Stage 1: level shift and forward AAN down column `x` of a block.
 FDJPEG_HD void forward_column(const KernelArgs& a, const BlockRef& r, int x) {
-  float v[8], c[8];
-  for (int y = 0; y < 8; ++y) v[y] = r.origin[y * r.stride + x] - a.g.shift;
-  forward_dct8(a.basis, v, c);
-  for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = c[u];
+  float d[8];
+  for (int y = 0; y < 8; ++y) d[y] = r.origin[y * r.stride + x] - a.g.shift;
+  forward_aan(d);
+  for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = d[u];
 }
 
-// Stage 3: forward DCT along row `u`, quantize / dequantize, inverse DCT along the row.
-// round(coef / Qc) * Qd: multiplying by 1/Qc, except for the four rational coefficients, which
-// are divided exactly (as the CPU core does).
-FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u,
-                            const float* sums) {
+// Stage 2: forward AAN along row `u`, round(coef / Qc) * Qd with the AAN-scaled tables, inverse
+// AAN along the row. Coefficients with v = 0 or 4 (the rational ones among them are exact sums)
+// are divided exactly, the others multiplied by the reciprocal, as the CPU core does.
+FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u) {
   const float* table = t.tables;
   if (a.block_map) {
     // Chroma blocks of a subsampled plane take the choice of the luma block at their corner.
     const int hf = r.comp ? a.g.hf : 1, vf = r.comp ? a.g.vf : 1;
     const int64_t set = a.block_map[(t.image * a.block_rows + r.row * vf) * a.block_cols + r.col * hf];
-    table = a.sets + set * 576;
+    table = a.sets + set * kSetFloats;
   }
-  const float* q = table + r.comp * 64 + u * 8;
-  const float* iq = q + 192;
-  const float* dq = q + 384;
+  const float* divisor = table + r.comp * 192 + u;  // entry v at [8 * v]
+  const float* inv_divisor = divisor + 64;
+  const float* dequant = divisor + 128;
   float* line = r.origin + u * r.stride;
-  float v[8], c[8];
-  for (int i = 0; i < 8; ++i) v[i] = line[i];
-  forward_dct8(a.basis, v, c);
-  const bool rational = (u & 3) == 0;
-  if (rational) {
-    float plain = 0.f, alternating = 0.f;
-    for (int y = 0; y < 8; ++y) {
-      const float w = u == 0 ? 1.f : sign4(y);
-      plain += w * sums[y];
-      alternating += w * sums[8 + y];
-    }
-    c[0] = plain * 0.125f;
-    c[4] = alternating * 0.125f;
+  float d[8];
+  for (int i = 0; i < 8; ++i) d[i] = line[i];
+  forward_aan(d);
+  for (int v = 0; v < 8; ++v) {
+    const float scaled = (v & 3) == 0 ? d[v] / divisor[8 * v] : d[v] * inv_divisor[8 * v];
+    d[v] = round_even(scaled) * dequant[8 * v];
   }
-  for (int i = 0; i < 8; ++i) {
-    const bool divide = rational && (i & 3) == 0;
-    c[i] = round_even(divide ? c[i] / q[i] : c[i] * iq[i]) * dq[i];
-  }
-  inverse_dct8(a.basis, c, v);
-  for (int i = 0; i < 8; ++i) line[i] = v[i];
+  inverse_aan(d);
+  for (int i = 0; i < 8; ++i) line[i] = d[i];
 }
 
-// Stage 4: inverse DCT down column `x`, undo the level shift, clamp.
+// Stage 3: inverse AAN down column `x`, undo the level shift, clamp (and round 8-bit samples).
 FDJPEG_HD void inverse_column(const KernelArgs& a, const BlockRef& r, int x) {
-  float c[8], v[8];
-  for (int u = 0; u < 8; ++u) c[u] = r.origin[u * r.stride + x];
-  inverse_dct8(a.basis, c, v);
+  float d[8];
+  for (int u = 0; u < 8; ++u) d[u] = r.origin[u * r.stride + x];
+  inverse_aan(d);
   for (int y = 0; y < 8; ++y)
-    r.origin[y * r.stride + x] = as_sample(clamp255(v[y] + a.g.shift), a.g.integer_samples);
+    r.origin[y * r.stride + x] = as_sample(clamp255(d[y] + a.g.shift), a.g.integer_samples);
 }
 
 // libjpeg's fancy upsampling at pixel (y, x) from a chroma plane held for the region of `t`
@@ -384,9 +362,13 @@ FDJPEG_HD float upsample(const Geometry& g, const Tile& t, int comp, int64_t y, 
   }
   auto vertical = [&](int64_t c) { return g.vf == 2 ? 3.f * near[c] + far[c] : 4.f * near[c]; };
   if (g.hf == 1) return as_sample(vertical(x) * 0.25f, g.integer_samples);
+  // Output pixels 2c and 2c+1 lie at 1/4 and 3/4 between chroma samples; the first and the last
+  // output pixel of the row copy their sample (3/4 of it plus 1/4 of itself).
   const int64_t c = x >> 1;
-  const int64_t f = (x & 1) ? min64(c + 1, cw - 1) : max64(c - 1, 0);
-  return as_sample((3.f * vertical(c) + vertical(f)) * 0.0625f, g.integer_samples);
+  const int64_t f = (x & 1) ? c + 1 : c - 1;
+  const float value = (f < 0 || f >= cw) ? vertical(c) * 0.25f
+                                         : (3.f * vertical(c) + vertical(f)) * 0.0625f;
+  return as_sample(value, g.integer_samples);
 }
 
 // Phase 3, one item: one pixel of the tile inside the real image.
@@ -424,33 +406,27 @@ FDJPEG_HD void store_pixel(const KernelArgs& a, const Tile& t, const T* src, con
   if (g.channels == 4) px[3 * os[2]] = src[y * ss[0] + x * ss[1] + 3 * ss[2]];  // alpha as is
 }
 
-// Phase 2: the transform stages 1-4 over every 8x8 block of the tile. Items are (block, line)
+// Phase 2: the transform stages 1-3 over every 8x8 block of the tile. Items are (block, line)
 // pairs; a block's 8 items go to 8 consecutive lanes of one warp, so on the GPU the stages only
-// need warp barriers between them, and the row sums of the blocks in flight need 16 floats per
-// block (one slot per 8 threads). On the host the stages run one after the other over all items.
+// need warp barriers between them. On the host the stages run one after the other over all items.
 FDJPEG_HD void transform_blocks(const KernelArgs& a, const Tile& t, int tid, int threads) {
   const int lines = block_count(a, t) * 8;
 #ifdef __CUDA_ARCH__
-  float* sums = t.sums + (tid >> 3) * 16;
   const int rounded = (lines + 31) & ~31;  // whole warps take part in every __syncwarp
   for (int i = tid; i < rounded; i += threads) {
     const bool live = i < lines;
     const BlockRef r = block_ref(t, live ? i >> 3 : 0);
     const int line = i & 7;
-    if (live) row_sums(a, r, line, sums);
-    __syncwarp();
     if (live) forward_column(a, r, line);
     __syncwarp();
-    if (live) quantize_row(a, t, r, line, sums);
+    if (live) quantize_row(a, t, r, line);
     __syncwarp();
     if (live) inverse_column(a, r, line);
     __syncwarp();
   }
 #else
-  for (int i = tid; i < lines; i += threads) row_sums(a, block_ref(t, i >> 3), i & 7, t.sums + (i >> 3) * 16);
   for (int i = tid; i < lines; i += threads) forward_column(a, block_ref(t, i >> 3), i & 7);
-  for (int i = tid; i < lines; i += threads)
-    quantize_row(a, t, block_ref(t, i >> 3), i & 7, t.sums + (i >> 3) * 16);
+  for (int i = tid; i < lines; i += threads) quantize_row(a, t, block_ref(t, i >> 3), i & 7);
   for (int i = tid; i < lines; i += threads) inverse_column(a, block_ref(t, i >> 3), i & 7);
 #endif
 }
@@ -462,7 +438,7 @@ FDJPEG_HD void run_tile(const KernelArgs& a, int64_t index, float* smem, int tid
   const Geometry& g = a.g;
   const Tile t = make_tile(a, index, smem);
   if (!a.block_map)
-    for (int i = tid; i < 576; i += threads) t.tables[i] = a.tables[i / 192][i % 192];
+    for (int i = tid; i < kSetFloats; i += threads) t.tables[i] = a.tables[i];
   T* dst = static_cast<T*>(a.out) + t.image * a.out_stride[0];
   const int cells = t.ch * t.cw;
   const int out_width = static_cast<int>(min64(t.w, g.width - t.x0));
@@ -489,19 +465,22 @@ __global__ void __launch_bounds__(kThreads) pipeline_kernel(const __grid_constan
 // ---------------------------------------------------------------------------------------------
 // Host side: geometry, tiling, launch.
 
-DctBasis make_basis() {  // as csrc/kernels.cpp, so both hold the same floats
-  DctBasis b{};
+// One table set (3 components) scaled for the AAN transforms, as aan_tables() of the CPU core:
+// divisor = Qc aan(u) aan(v) 8, its reciprocal, dequant = Qd aan(u) aan(v) / 8, index v * 8 + u,
+// where aan(0) = aan(4) = 1 and aan(k) = sqrt(2) cos(k pi / 16).
+void aan_table_set(const float* quant, const float* dequant, float* out) {
+  double aan[8];
   const double pi = 3.14159265358979323846;
-  for (int u = 0; u < 8; ++u)
-    for (int k = 0; k < 4; ++k) {
-      const double scale = u == 0 ? std::sqrt(1.0 / 8.0) : 0.5;
-      const float v = static_cast<float>(scale * std::cos((2 * k + 1) * u * pi / 16.0));
-      if (u % 2 == 0)
-        b.even[u / 2][k] = v;
-      else
-        b.odd[u / 2][k] = v;
-    }
-  return b;
+  for (int k = 0; k < 8; ++k) aan[k] = k == 0 || k == 4 ? 1.0 : std::sqrt(2.0) * std::cos(k * pi / 16);
+  for (int c = 0; c < 3; ++c)
+    for (int u = 0; u < 8; ++u)
+      for (int v = 0; v < 8; ++v) {
+        const double scale = aan[u] * aan[v];
+        const int natural = c * 64 + u * 8 + v, held = c * 192 + v * 8 + u;
+        out[held] = static_cast<float>(quant[natural] * scale * 8.0);
+        out[held + 64] = static_cast<float>(1.0 / (quant[natural] * scale * 8.0));
+        out[held + 128] = static_cast<float>(dequant[natural] * scale / 8.0);
+      }
 }
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -523,9 +502,8 @@ struct Plan {
   KernelArgs args;
   int64_t tiles = 0;
   size_t smem_bytes = 0;
-  size_t host_floats = 0;
   int launches = 1;  // passes that need one launch each (with a ring)
-  std::vector<float> sets;  // K x 576 (steps, reciprocals, dequantization), with a block map
+  std::vector<float> sets;  // K table sets (kSetFloats each), with a block map
 };
 
 std::string check(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
@@ -581,14 +559,9 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   g.luma_stride = padded_stride(g.tile_width);
   g.chroma_rows = g.tile_height / g.vf + 2 * g.ring;
   g.chroma_stride = padded_stride(g.tile_width / g.hf + 2 * g.ring);
-  size_t floats = static_cast<size_t>(g.tile_height) * g.luma_stride + 576;
-  int64_t blocks = (g.tile_height / 8) * (g.tile_width / 8);
-  if (g.components == 3) {
-    floats += 2 * static_cast<size_t>(g.chroma_rows) * g.chroma_stride;
-    blocks += 2 * (g.chroma_rows / 8) * ((g.tile_width / g.hf + 2 * g.ring) / 8);
-  }
-  p.smem_bytes = (floats + kThreads / 8 * 16) * sizeof(float);
-  p.host_floats = floats + blocks * 16;  // the host emulation keeps row sums for every block
+  size_t floats = static_cast<size_t>(g.tile_height) * g.luma_stride + kSetFloats;
+  if (g.components == 3) floats += 2 * static_cast<size_t>(g.chroma_rows) * g.chroma_stride;
+  p.smem_bytes = floats * sizeof(float);
   p.tiles = in.shape[0] * g.tiles_per_image;
   if (p.tiles > 0x7fffffff) return "batch too large for one launch (more than 2^31 tiles)";
 
@@ -596,12 +569,7 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
     a.in_stride[d] = in.stride[d];
     a.out_stride[d] = out.stride[d];
   }
-  a.basis = make_basis();
-  for (int i = 0; i < 192; ++i) {
-    a.tables[0][i] = spec.quant[i];
-    a.tables[1][i] = 1.f / spec.quant[i];  // as the CPU core: reciprocal in float
-    a.tables[2][i] = spec.dequant[i];
-  }
+  aan_table_set(spec.quant, spec.dequant, a.tables);
   if (spec.block_tables) {
     int64_t rows = g.padded_height / 8, cols = g.padded_width / 8;
     if (spec.block_rows != rows || spec.block_cols != cols) {
@@ -615,14 +583,9 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
         return "block table map names a table set that does not exist";
     a.block_rows = rows;
     a.block_cols = cols;
-    p.sets.resize(static_cast<size_t>(spec.table_sets) * 576);
+    p.sets.resize(static_cast<size_t>(spec.table_sets) * kSetFloats);
     for (int k = 0; k < spec.table_sets; ++k)
-      for (int i = 0; i < 192; ++i) {
-        float* set = p.sets.data() + k * 576;
-        set[i] = spec.quant[k * 192 + i];
-        set[192 + i] = 1.f / spec.quant[k * 192 + i];
-        set[384 + i] = spec.dequant[k * 192 + i];
-      }
+      aan_table_set(spec.quant + k * 192, spec.dequant + k * 192, p.sets.data() + k * kSetFloats);
   }
   // Passes of independent tiles run in one launch; with a ring, each pass needs the whole
   // previous result, so each gets its own launch.
@@ -701,7 +664,7 @@ cudaError_t launch_any(DType d, const Plan& p, cudaStream_t stream) {
 
 template <class T>
 void emulate_launch(const Plan& p) {
-  std::vector<float> smem(p.host_floats);
+  std::vector<float> smem(p.smem_bytes / sizeof(float));
   for (int64_t t = 0; t < p.tiles; ++t) run_tile<T>(p.args, t, smem.data(), 0, 1);
 }
 
