@@ -47,25 +47,28 @@ constexpr int kMaxTileHeight = 64;
 constexpr int kSetFloats = 3 * 192;  // one table set: 3 components x (divisor, 1/divisor, dequant)
 
 struct Geometry {
-  int64_t height = 0, width = 0, channels = 0;
+  // Within an image, coordinates and element offsets are 32-bit (checked on the host): fewer
+  // registers and instructions than 64-bit address arithmetic.
+  int height = 0, width = 0, channels = 0;
   int components = 1;  // planes through the DCT: 1 (grey) or 3
   bool ycbcr = false;
   int hf = 1, vf = 1;  // chroma subsampling factors
-  int64_t padded_height = 0, padded_width = 0;
-  int64_t chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
+  int padded_height = 0, padded_width = 0;
+  int chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
   float shift = 0.f;
   bool integer_samples = false;  // 8-bit images: whole-number samples between stages, as libjpeg
   int ring = 0;  // chroma samples transformed around a tile on each side (0 or 8)
   int tile_height = 0, tile_width = 0;  // luma pixels, whole MCUs
-  int64_t tiles_x = 0, tiles_per_image = 0;
+  int tiles_x = 0, tiles_per_image = 0;
   int luma_stride = 0, chroma_stride = 0, chroma_rows = 0;  // shared-memory planes
 };
 
 struct KernelArgs {
   const void* in = nullptr;
   void* out = nullptr;
-  int64_t in_stride[4] = {0, 0, 0, 0};  // elements: image, row, column, channel
-  int64_t out_stride[4] = {0, 0, 0, 0};
+  int64_t in_image_stride = 0, out_image_stride = 0;  // elements
+  int in_stride[3] = {0, 0, 0};  // elements: row, column, channel
+  int out_stride[3] = {0, 0, 0};
   Geometry g;
   // Table set 0 (used without block_map): per component, 64 divisors, 64 reciprocal divisors,
   // 64 dequantization factors, AAN-scaled and in the transform's order (index v * 8 + u).
@@ -79,9 +82,9 @@ struct KernelArgs {
 // The tile a CTA owns, and where its planes live in shared memory.
 struct Tile {
   int64_t image = 0;
-  int64_t y0 = 0, x0 = 0;   // luma origin (padded coordinates)
+  int y0 = 0, x0 = 0;       // luma origin (padded coordinates)
   int h = 0, w = 0;         // luma extent
-  int64_t cy0 = 0, cx0 = 0; // chroma region origin, ring included (chroma coordinates)
+  int cy0 = 0, cx0 = 0;     // chroma region origin, ring included (chroma coordinates)
   int ch = 0, cw = 0;       // chroma region extent
   float* plane[3] = {nullptr, nullptr, nullptr};
   int stride[3] = {0, 0, 0};
@@ -94,11 +97,11 @@ struct Tile {
   FDJPEG_HD int stride_of(int comp) const { return comp == 0 ? stride[0] : stride[1]; }
 };
 
-FDJPEG_HD int64_t min64(int64_t a, int64_t b) { return b < a ? b : a; }
-FDJPEG_HD int64_t max64(int64_t a, int64_t b) { return a < b ? b : a; }
+FDJPEG_HD int imin(int a, int b) { return b < a ? b : a; }
+FDJPEG_HD int imax(int a, int b) { return a < b ? b : a; }
 
 // ---------------------------------------------------------------------------------------------
-// Sample conversion: as csrc/kernels.hpp.
+// Sample conversion: as csrc/kernels_impl.inc.
 
 template <class T>
 FDJPEG_HD float load_sample(const T* p) {
@@ -187,19 +190,19 @@ FDJPEG_HD Tile make_tile(const KernelArgs& a, int64_t index, float* smem) {
   const Geometry& g = a.g;
   Tile t;
   t.image = index / g.tiles_per_image;
-  const int64_t within = index % g.tiles_per_image;
+  const int within = static_cast<int>(index % g.tiles_per_image);
   t.y0 = (within / g.tiles_x) * g.tile_height;
   t.x0 = (within % g.tiles_x) * g.tile_width;
-  t.h = static_cast<int>(min64(g.tile_height, g.padded_height - t.y0));
-  t.w = static_cast<int>(min64(g.tile_width, g.padded_width - t.x0));
+  t.h = static_cast<int>(imin(g.tile_height, g.padded_height - t.y0));
+  t.w = static_cast<int>(imin(g.tile_width, g.padded_width - t.x0));
   t.plane[0] = smem;
   t.stride[0] = g.luma_stride;
   float* next = smem + g.tile_height * g.luma_stride;
   if (g.components == 3) {
-    t.cy0 = max64(0, t.y0 / g.vf - g.ring);
-    t.cx0 = max64(0, t.x0 / g.hf - g.ring);
-    t.ch = static_cast<int>(min64((t.y0 + t.h) / g.vf + g.ring, g.padded_height / g.vf) - t.cy0);
-    t.cw = static_cast<int>(min64((t.x0 + t.w) / g.hf + g.ring, g.padded_width / g.hf) - t.cx0);
+    t.cy0 = imax(0, t.y0 / g.vf - g.ring);
+    t.cx0 = imax(0, t.x0 / g.hf - g.ring);
+    t.ch = static_cast<int>(imin((t.y0 + t.h) / g.vf + g.ring, g.padded_height / g.vf) - t.cy0);
+    t.cw = static_cast<int>(imin((t.x0 + t.w) / g.hf + g.ring, g.padded_width / g.hf) - t.cx0);
     for (int c = 1; c < 3; ++c) {
       t.plane[c] = next;
       t.stride[c] = g.chroma_stride;
@@ -215,50 +218,100 @@ FDJPEG_HD Tile make_tile(const KernelArgs& a, int64_t index, float* smem) {
   return t;
 }
 
-// Phase 1, one item: the hf x vf pixels under one chroma sample of the region (one pixel without
-// subsampling): read, convert colour, average chroma; luma is kept only inside the tile.
-template <class T>
-FDJPEG_HD void load_cell(const KernelArgs& a, const Tile& t, const T* src, const int64_t* ss,
-                         int item) {
+// Phase 1: read the pixels, convert colour, average chroma. Items are the chroma samples of the
+// region (the pixels, without subsampling), each covering HF x VF pixels; luma is kept only inside
+// the tile. Each thread first fetches the pixels of several items (4 pixels, 12 samples) and only
+// then converts them, so that more loads are in flight at once (more would cost registers, and
+// with them CTAs per SM: 80 registers x 256 threads leave room for 3).
+template <int HF, int VF>
+struct Cells {
+  static constexpr int kPixels = HF * VF;
+  static constexpr int kPerThread = 4 / kPixels;  // items fetched together: 4 pixels
+};
+
+template <class T, int HF, int VF>
+FDJPEG_HD void fetch_cell(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                          int item, float (*px)[3]) {
+  const Geometry& g = a.g;
+  const int ry = item / t.cw, rx = item % t.cw;
+#pragma unroll
+  for (int dy = 0; dy < VF; ++dy)
+#pragma unroll
+    for (int dx = 0; dx < HF; ++dx) {
+      const int y = imin((t.cy0 + ry) * VF + dy, g.height - 1);
+      const int x = imin((t.cx0 + rx) * HF + dx, g.width - 1);
+      const T* p = src + y * ss[0] + x * ss[1];
+      float* v = px[dy * HF + dx];
+      v[0] = load_sample(p);
+      if (g.components == 3) {
+        v[1] = load_sample(p + ss[2]);
+        v[2] = load_sample(p + 2 * ss[2]);
+      }
+    }
+}
+
+template <int HF, int VF>
+FDJPEG_HD void convert_cell(const KernelArgs& a, const Tile& t, int item, const float (*px)[3]) {
   const Geometry& g = a.g;
   const int ry = item / t.cw, rx = item % t.cw;
   if (g.components == 1) {
-    const int64_t y = min64(t.cy0 + ry, g.height - 1), x = min64(t.cx0 + rx, g.width - 1);
-    t.plane[0][ry * t.stride[0] + rx] = load_sample(src + y * ss[0] + x * ss[1]);
+    t.plane[0][ry * t.stride[0] + rx] = px[0][0];
     return;
   }
-  // Colour of each pixel under the chroma sample; 4:2:2 counts its one row twice, as the CPU.
-  float cb[2][2], cr[2][2];
-  const int rows = g.hf * g.vf > 1 ? 2 : 1, cols = g.hf;
+  float cb[Cells<HF, VF>::kPixels], cr[Cells<HF, VF>::kPixels];
 #pragma unroll
-  for (int dy = 0; dy < 2; ++dy)
-#pragma unroll
-    for (int dx = 0; dx < 2; ++dx) {
-      if (dy >= rows || dx >= cols) continue;  // fixed bounds: the arrays stay in registers
-      const int64_t y = (t.cy0 + ry) * g.vf + (g.vf == 2 ? dy : 0), x = (t.cx0 + rx) * g.hf + dx;
-      const T* px = src + min64(y, g.height - 1) * ss[0] + min64(x, g.width - 1) * ss[1];
-      const float r0 = load_sample(px), g0 = load_sample(px + ss[2]),
-                  b0 = load_sample(px + 2 * ss[2]);
-      float luma = r0;
-      cb[dy][dx] = g0;
-      cr[dy][dx] = b0;
-      if (g.ycbcr) {
-        const bool integer = g.integer_samples;
-        luma = as_sample(0.299f * r0 + 0.587f * g0 + 0.114f * b0, integer);
-        cb[dy][dx] = as_sample(-0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f, integer);
-        cr[dy][dx] = as_sample(0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f, integer);
-      }
-      const int64_t ly = y - t.y0, lx = x - t.x0;
-      if (dy < g.vf && ly >= 0 && ly < t.h && lx >= 0 && lx < t.w)
-        t.plane[0][ly * t.stride[0] + lx] = luma;
+  for (int k = 0; k < Cells<HF, VF>::kPixels; ++k) {
+    const float r0 = px[k][0], g0 = px[k][1], b0 = px[k][2];
+    float luma = r0;
+    cb[k] = g0;
+    cr[k] = b0;
+    if (g.ycbcr) {
+      const bool integer = g.integer_samples;
+      luma = as_sample(0.299f * r0 + 0.587f * g0 + 0.114f * b0, integer);
+      cb[k] = as_sample(-0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f, integer);
+      cr[k] = as_sample(0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f, integer);
     }
-  float c1 = cb[0][0], c2 = cr[0][0];
-  if (rows == 2) {
-    c1 = as_sample((cb[0][0] + cb[0][1] + cb[1][0] + cb[1][1]) * 0.25f, g.integer_samples);
-    c2 = as_sample((cr[0][0] + cr[0][1] + cr[1][0] + cr[1][1]) * 0.25f, g.integer_samples);
+    const int ly = (t.cy0 + ry) * VF + k / HF - t.y0, lx = (t.cx0 + rx) * HF + k % HF - t.x0;
+    if (ly >= 0 && ly < t.h && lx >= 0 && lx < t.w) t.plane[0][ly * t.stride[0] + lx] = luma;
+  }
+  float c1 = cb[0], c2 = cr[0];
+  // Sum of the four samples of the cell times 1/4, in the CPU's order; 4:2:2 counts its row twice.
+  if (VF == 2) {
+    c1 = as_sample((cb[0] + cb[1] + cb[HF * VF - 2] + cb[HF * VF - 1]) * 0.25f, g.integer_samples);
+    c2 = as_sample((cr[0] + cr[1] + cr[HF * VF - 2] + cr[HF * VF - 1]) * 0.25f, g.integer_samples);
+  } else if (HF == 2) {
+    c1 = as_sample((cb[0] + cb[HF - 1] + cb[0] + cb[HF - 1]) * 0.25f, g.integer_samples);
+    c2 = as_sample((cr[0] + cr[HF - 1] + cr[0] + cr[HF - 1]) * 0.25f, g.integer_samples);
   }
   t.plane[1][ry * t.stride[1] + rx] = c1;
   t.plane[2][ry * t.stride[2] + rx] = c2;
+}
+
+template <class T, int HF, int VF>
+FDJPEG_HD void load_region(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                           int tid, int threads) {
+  constexpr int kPer = Cells<HF, VF>::kPerThread, kPixels = Cells<HF, VF>::kPixels;
+  const int cells = t.ch * t.cw;
+  for (int base = tid; base < cells; base += kPer * threads) {
+    float px[kPer][kPixels][3];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k)
+      if (base + k * threads < cells) fetch_cell<T, HF, VF>(a, t, src, ss, base + k * threads, px[k]);
+#pragma unroll
+    for (int k = 0; k < kPer; ++k)
+      if (base + k * threads < cells) convert_cell<HF, VF>(a, t, base + k * threads, px[k]);
+  }
+}
+
+template <class T>
+FDJPEG_HD void load_tile(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                         int tid, int threads) {
+  if (a.g.vf == 2)
+    load_region<T, 2, 2>(a, t, src, ss, tid, threads);
+  else if (a.g.hf == 2)
+    load_region<T, 2, 1>(a, t, src, ss, tid, threads);
+  else
+    load_region<T, 1, 1>(a, t, src, ss, tid, threads);
 }
 
 // One 8x8 block of the tile's planes, as the transform stages see it.
@@ -266,7 +319,7 @@ struct BlockRef {
   float* origin;   // top-left sample in shared memory
   int stride;
   int comp;
-  int64_t row, col;  // block position in its whole (padded) plane
+  int row, col;  // block position in its whole (padded) plane
 };
 
 // Items of the transform passes are (block, line) pairs, 8 per block: luma blocks first, then the
@@ -280,7 +333,7 @@ FDJPEG_HD BlockRef block_ref(const Tile& t, int b) {
   const int luma = (t.h / 8) * (t.w / 8);
   BlockRef r;
   int cols;
-  int64_t row0, col0;
+  int row0, col0;
   if (b < luma) {
     r.comp = 0;
     cols = t.w / 8;
@@ -319,7 +372,7 @@ FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& 
   if (a.block_map) {
     // Chroma blocks of a subsampled plane take the choice of the luma block at their corner.
     const int hf = r.comp ? a.g.hf : 1, vf = r.comp ? a.g.vf : 1;
-    const int64_t set = a.block_map[(t.image * a.block_rows + r.row * vf) * a.block_cols + r.col * hf];
+    const int set = a.block_map[(t.image * a.block_rows + r.row * vf) * a.block_cols + r.col * hf];
     table = a.sets + set * kSetFloats;
   }
   const float* divisor = table + r.comp * 192 + u;  // entry v at [8 * v]
@@ -348,24 +401,24 @@ FDJPEG_HD void inverse_column(const KernelArgs& a, const BlockRef& r, int x) {
 
 // libjpeg's fancy upsampling at pixel (y, x) from a chroma plane held for the region of `t`
 // (as upsample_row() of the CPU core: same terms, same order).
-FDJPEG_HD float upsample(const Geometry& g, const Tile& t, int comp, int64_t y, int64_t x) {
+FDJPEG_HD float upsample(const Geometry& g, const Tile& t, int comp, int y, int x) {
   const float* p = t.plane_of(comp);
   const int s = t.stride_of(comp);
-  const int64_t cw = g.chroma_width, ch = g.chroma_height;
-  const int64_t i = y / g.vf;
+  const int cw = g.chroma_width, ch = g.chroma_height;
+  const int i = y / g.vf;
   const float* near = p + (i - t.cy0) * s - t.cx0;  // indexed by global chroma column
   if (cw <= 2) return near[x / g.hf];
   const float* far = near;
   if (g.vf == 2) {
-    const int64_t j = (y & 1) ? min64(i + 1, ch - 1) : max64(i - 1, 0);
+    const int j = (y & 1) ? imin(i + 1, ch - 1) : imax(i - 1, 0);
     far = p + (j - t.cy0) * s - t.cx0;
   }
-  auto vertical = [&](int64_t c) { return g.vf == 2 ? 3.f * near[c] + far[c] : 4.f * near[c]; };
+  auto vertical = [&](int c) { return g.vf == 2 ? 3.f * near[c] + far[c] : 4.f * near[c]; };
   if (g.hf == 1) return as_sample(vertical(x) * 0.25f, g.integer_samples);
   // Output pixels 2c and 2c+1 lie at 1/4 and 3/4 between chroma samples; the first and the last
   // output pixel of the row copy their sample (3/4 of it plus 1/4 of itself).
-  const int64_t c = x >> 1;
-  const int64_t f = (x & 1) ? c + 1 : c - 1;
+  const int c = x >> 1;
+  const int f = (x & 1) ? c + 1 : c - 1;
   const float value = (f < 0 || f >= cw) ? vertical(c) * 0.25f
                                          : (3.f * vertical(c) + vertical(f)) * 0.0625f;
   return as_sample(value, g.integer_samples);
@@ -373,12 +426,12 @@ FDJPEG_HD float upsample(const Geometry& g, const Tile& t, int comp, int64_t y, 
 
 // Phase 3, one item: one pixel of the tile inside the real image.
 template <class T>
-FDJPEG_HD void store_pixel(const KernelArgs& a, const Tile& t, const T* src, const int64_t* ss,
+FDJPEG_HD void store_pixel(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
                            T* dst, int item, int out_width) {
   const Geometry& g = a.g;
   const int ly = item / out_width, lx = item % out_width;
-  const int64_t y = t.y0 + ly, x = t.x0 + lx;
-  const int64_t* os = a.out_stride + 1;
+  const int y = t.y0 + ly, x = t.x0 + lx;
+  const int* os = a.out_stride;
   T* px = dst + y * os[0] + x * os[1];
   const float luma = t.plane[0][ly * t.stride[0] + lx];
   if (g.components == 1) {
@@ -439,15 +492,14 @@ FDJPEG_HD void run_tile(const KernelArgs& a, int64_t index, float* smem, int tid
   const Tile t = make_tile(a, index, smem);
   if (!a.block_map)
     for (int i = tid; i < kSetFloats; i += threads) t.tables[i] = a.tables[i];
-  T* dst = static_cast<T*>(a.out) + t.image * a.out_stride[0];
-  const int cells = t.ch * t.cw;
-  const int out_width = static_cast<int>(min64(t.w, g.width - t.x0));
-  const int pixels = static_cast<int>(min64(t.h, g.height - t.y0)) * out_width;
+  T* dst = static_cast<T*>(a.out) + t.image * a.out_image_stride;
+  const int out_width = static_cast<int>(imin(t.w, g.width - t.x0));
+  const int pixels = static_cast<int>(imin(t.h, g.height - t.y0)) * out_width;
   for (int pass = 0; pass < a.passes; ++pass) {
     // Later passes read what this CTA wrote (tiles are independent when a.passes > 1).
-    const T* src = pass == 0 ? static_cast<const T*>(a.in) + t.image * a.in_stride[0] : dst;
-    const int64_t* ss = pass == 0 ? a.in_stride + 1 : a.out_stride + 1;
-    for (int i = tid; i < cells; i += threads) load_cell(a, t, src, ss, i);
+    const T* src = pass == 0 ? static_cast<const T*>(a.in) + t.image * a.in_image_stride : dst;
+    const int* ss = pass == 0 ? a.in_stride : a.out_stride;
+    load_tile(a, t, src, ss, tid, threads);
     FDJPEG_BARRIER();
     transform_blocks(a, t, tid, threads);
     FDJPEG_BARRIER();
@@ -457,7 +509,7 @@ FDJPEG_HD void run_tile(const KernelArgs& a, int64_t index, float* smem, int tid
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) pipeline_kernel(const __grid_constant__ KernelArgs a) {
+__global__ void __launch_bounds__(kThreads, 3) pipeline_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ float smem[];
   run_tile<T>(a, blockIdx.x, smem, threadIdx.x, blockDim.x);
 }
@@ -531,9 +583,21 @@ std::string check(const BatchView& in, const BatchView& out, const QuantSpec& sp
   return {};
 }
 
+void set_strides(const BatchView& v, int64_t& image_stride, int* stride) {
+  image_stride = v.stride[0];
+  for (int d = 0; d < 3; ++d) stride[d] = static_cast<int>(v.stride[d + 1]);
+}
+
 std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spec, Plan& p) {
   std::string error = check(in, out, spec);
   if (!error.empty()) return error;
+  // Element offsets within one image (and padded sizes) must fit the kernel's 32-bit arithmetic.
+  for (const BatchView* v : {&in, &out}) {
+    int64_t extent = 0;
+    for (int d = 1; d < 4; ++d) extent += (v->shape[d] - 1) * std::abs(v->stride[d]);
+    if (extent >= (int64_t{1} << 31) || v->shape[1] > (1 << 28) || v->shape[2] > (1 << 28))
+      return "image too large for the CUDA kernel (more than 2^31 samples in one image)";
+  }
   KernelArgs& a = p.args;
   Geometry& g = a.g;
   g.height = in.shape[1];
@@ -565,10 +629,8 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   p.tiles = in.shape[0] * g.tiles_per_image;
   if (p.tiles > 0x7fffffff) return "batch too large for one launch (more than 2^31 tiles)";
 
-  for (int d = 0; d < 4; ++d) {
-    a.in_stride[d] = in.stride[d];
-    a.out_stride[d] = out.stride[d];
-  }
+  set_strides(in, a.in_image_stride, a.in_stride);
+  set_strides(out, a.out_image_stride, a.out_stride);
   aan_table_set(spec.quant, spec.dequant, a.tables);
   if (spec.block_tables) {
     int64_t rows = g.padded_height / 8, cols = g.padded_width / 8;
@@ -672,17 +734,21 @@ void emulate_launch(const Plan& p) {
 // through `scratch` (a dense N x H x W x C buffer) so that no launch reads what it writes.
 template <class Step>
 void for_each_launch(Plan& p, const BatchView& in, const BatchView& out, void* scratch, Step step) {
-  const int64_t dense[4] = {in.shape[1] * in.shape[2] * in.shape[3], in.shape[2] * in.shape[3],
-                            in.shape[3], 1};
+  BatchView dense = in;
+  dense.data = scratch;
+  dense.stride[3] = 1;
+  for (int d = 2; d >= 0; --d) dense.stride[d] = dense.stride[d + 1] * in.shape[d + 1];
   for (int i = 0; i < p.launches; ++i) {
     const bool to_out = (p.launches - 1 - i) % 2 == 0;
     KernelArgs& a = p.args;
     if (i > 0) {  // source: the previous launch's destination
       a.in = a.out;
-      for (int d = 0; d < 4; ++d) a.in_stride[d] = a.out_stride[d];
+      a.in_image_stride = a.out_image_stride;
+      for (int d = 0; d < 3; ++d) a.in_stride[d] = a.out_stride[d];
     }
-    a.out = to_out ? out.data : scratch;
-    for (int d = 0; d < 4; ++d) a.out_stride[d] = to_out ? out.stride[d] : dense[d];
+    const BatchView& dst = to_out ? out : dense;
+    a.out = dst.data;
+    set_strides(dst, a.out_image_stride, a.out_stride);
     step();
   }
 }
