@@ -70,7 +70,8 @@ def validate(table: TableLike, name: str = "table") -> QuantTable:
     return arr.copy()
 
 
-def _check_quality(quality: int) -> int:
+def check_quality(quality: int) -> int:
+    """``quality`` as an int in 1..100, or a TypeError/ValueError saying what was given."""
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
         raise TypeError(f"quality must be an integer in 1..100, got {quality!r}")
     if not 1 <= quality <= 100:
@@ -84,7 +85,7 @@ def scale(base: TableLike, quality: int) -> QuantTable:
     ``scale = 5000 / q`` for ``q < 50`` else ``200 - 2 q``; each entry becomes
     ``floor((base * scale + 50) / 100)`` clamped to 1..255.
     """
-    q = _check_quality(quality)
+    q = check_quality(quality)
     factor = 5000 // q if q < 50 else 200 - 2 * q
     base_int = np.rint(validate(base, "base table")).astype(np.int64)
     return np.clip((base_int * factor + 50) // 100, 1, 255).astype(np.float64)
