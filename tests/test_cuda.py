@@ -172,6 +172,13 @@ def test_without_gpu_a_call_says_no_usable_gpu():
 # On a GPU: torch CUDA tensors through the public API against the CPU
 
 
+@needs_module
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+def test_the_kernel_can_use_the_gpu_torch_sees():
+    # e.g. a driver too old for the CUDA runtime fdjpeg was built with fails here, not as skips
+    assert cuda.device_problem() == ""
+
+
 def to_torch(x_nhwc, layout, device):
     """A torch N x C x H x W tensor on `device` holding x, in `layout`."""
     t = torch.from_numpy(np.ascontiguousarray(x_nhwc)).permute(0, 3, 1, 2).contiguous()
