@@ -101,7 +101,9 @@ def main(argv=None) -> int:
         images = list(u8)
 
         def torchvision_round_trip():
-            encoded = encode_jpeg(images, quality=75)
+            encoded = encode_jpeg(images, quality=75)  # nvjpeg on the GPU
+            # decode_jpeg reads the JPEG bytes from host memory, whatever device decodes them
+            encoded = [e.cpu() if e.is_cuda else e for e in encoded]
             return decode_jpeg(encoded, device=dev)
 
         torchvision_round_trip()
