@@ -488,8 +488,6 @@ class _Runner:
             return imagefiles.read(task.src, self.max_pixels)
         except BadImage as exc:
             return Outcome(task.src, "failed", task.out, str(exc))
-        except FileNotFoundError:
-            return Outcome(task.src, "failed", task.out, "unreadable: file not found (removed, or a dangling link)")
         except MemoryError:
             return Outcome(task.src, "failed", task.out, "not enough memory to decode it")
 

@@ -108,6 +108,10 @@ def read(path: str, max_pixels: Optional[int] = None) -> Decoded:
         raise BadImage("not an image Pillow can read") from None
     except PermissionError as exc:
         raise BadImage(f"unreadable: permission denied ({exc.strerror})") from None
+    except FileNotFoundError:
+        raise BadImage("unreadable: file not found (removed, or a dangling link)") from None
+    except IsADirectoryError:
+        raise BadImage("unreadable: a folder, not a file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated / corrupt data
         raise BadImage(f"corrupt or truncated image: {exc}") from None
 
