@@ -45,15 +45,15 @@ class Decoded:
     notes: List[str] = field(default_factory=list)
 
 
-def decode(im: Image.Image) -> Decoded:
-    """Turn an opened Pillow image into :class:`Decoded`: EXIF orientation applied, palette
+def decode(im: Image.Image, exif: bool = True) -> Decoded:
+    """Turn an opened Pillow image into :class:`Decoded`: EXIF orientation applied (``exif``), palette
     expanded, CMYK/YCbCr/LAB/HSV to RGB, 16-bit scaled to 8-bit (``v >> 8``), alpha split off.
     Raises :class:`BadImage` for what has no faithful 8-bit reading (float images)."""
     notes = []
     frames = getattr(im, "n_frames", 1)
     if frames > 1:
         notes.append(f"first of {frames} frames")
-    orientation = im.getexif().get(0x0112, 1)
+    orientation = im.getexif().get(0x0112, 1) if exif else 1
     if orientation not in (1, None):
         im = ImageOps.exif_transpose(im)
         notes.append(f"EXIF orientation {orientation} applied")
