@@ -354,3 +354,22 @@ def test_subprocess_exit_status_and_summary(src, tmp_path):
     out, err = ok.communicate(timeout=120)
     assert ok.returncode == 0, err
     assert "9 written" in out
+
+
+def test_single_file_target_format_must_match(src, tmp_path):
+    with pytest.raises(ValueError, match="names a .jpg file but the format is png"):
+        batch.defend_files(str(src / "modes" / "grey.png"), str(tmp_path / "x.jpg"), fmt="png", progress=False)
+    summary = batch.defend_files(str(src / "photos" / "chelsea.png"), str(tmp_path / "x.jpg"), progress=False)
+    assert summary.counts["written"] == 1 and Image.open(tmp_path / "x.jpg").format == "JPEG"
+    assert sorted(os.listdir(tmp_path)) == ["x.jpg"]  # no manifest or report beside a single output
+
+
+def test_progress_line_without_tqdm(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
+    bar = batch.Progress(3, enabled=True)
+    assert bar.bar is None
+    for _ in range(3):
+        bar.update()
+    bar.close()
+    err = capsys.readouterr().err
+    assert "3/3 images" in err and "img/s" in err and "ETA" in err

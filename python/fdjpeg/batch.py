@@ -125,7 +125,10 @@ def plan(src: str, dst: str, fmt: str) -> Plan:
         if real_dst == real_src or real_dst.startswith(real_src.rstrip(os.sep) + os.sep):
             raise ValueError(f"DST {dst!r} is SRC or inside it; choose a destination outside {src!r}")
     single = os.path.isfile(src_abs) and not src_abs.lower().endswith(LIST_EXTENSIONS)
-    if single and os.path.splitext(dst_abs)[1].lower() in (".png", ".jpg", ".jpeg") and not os.path.isdir(dst_abs):
+    target_ext = os.path.splitext(dst_abs)[1].lower()
+    if single and target_ext in (".png", ".jpg", ".jpeg") and not os.path.isdir(dst_abs):
+        if (target_ext == ".png") != (fmt == "png"):
+            raise ValueError(f"DST {dst!r} names a {target_ext} file but the format is {fmt}")
         tasks = [Task(images[0], dst_abs)]
         dst_root = os.path.dirname(dst_abs)
     else:
@@ -200,7 +203,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def _settings_key(defense: str, params: Dict[str, Any], fmt: str, png_level: int) -> str:
+def _settings_key(defense: str, params: Dict[str, Any], fmt: str) -> str:
     chosen = {k: v for k, v in params.items() if k != "threads"}  # threads do not change pixels
     return json.dumps({"defense": defense, "params": chosen, "format": fmt}, sort_keys=True, default=str)
 
@@ -237,10 +240,11 @@ def _write_report(path: str, summary: Summary, settings: str) -> None:
     imagefiles.atomic_write(path, json.dumps(doc, indent=1).encode())
 
 
-def remove_stale_temps(folder: str) -> int:
-    """Delete temporary files left under ``folder`` by killed runs (their process is gone)."""
+def remove_stale_temps(folder: str, recursive: bool = True) -> int:
+    """Delete temporary files left in ``folder`` (and below) by killed runs (their process is gone)."""
     removed = 0
-    for dirpath, _, files in os.walk(folder):
+    walk = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
+    for dirpath, _, files in walk:
         for name in files:
             if not (name.startswith(imagefiles.TEMP_PREFIX) and name.endswith(".tmp")):
                 continue
@@ -348,12 +352,13 @@ def defend_files(
     jpeg_file = imagefiles.jpeg_spec_of(defend)
     if fmt == "jpeg" and jpeg_file is None:
         raise ValueError(f"defense {defense!r} has no quantization tables of its own to store in a JPEG; use --format png")
-    settings = _settings_key(defense, params, fmt, png_level)
+    settings = _settings_key(defense, params, fmt)
     report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
     os.makedirs(the_plan.dst_root, exist_ok=True)
-    remove_stale_temps(the_plan.dst_root)
-    manifest_path = os.path.join(the_plan.dst_root, MANIFEST_NAME)
-    manifest = _load_manifest(manifest_path)
+    remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file)
+    # one output file needs no manifest (and its folder may be anyone's): it is complete if it decodes
+    manifest_path = None if the_plan.single_file else os.path.join(the_plan.dst_root, MANIFEST_NAME)
+    manifest = _load_manifest(manifest_path) if manifest_path else {}
 
     outcomes: List[Outcome] = [Outcome(p, "ignored", reason="not an image file name (extension)") for p in the_plan.ignored]
     todo: List[Task] = []
@@ -429,12 +434,12 @@ class _Runner:
         reads: deque = deque()
         writes: deque = deque()
         pending = iter(todo)
-        manifest = open(self.manifest_path, "a", encoding="utf-8")
+        manifest = open(self.manifest_path, "a", encoding="utf-8") if self.manifest_path else None
 
         def finish(fut: Future) -> None:
             outcome = fut.result()
             outcomes.append(outcome)
-            if outcome.status == "written":
+            if outcome.status == "written" and manifest is not None:
                 rec = {"out": os.path.relpath(outcome.out, self.root), "src": outcome.src, "bytes": outcome.bytes, "settings": self.settings}
                 manifest.write(json.dumps(rec) + "\n")
                 manifest.flush()
@@ -479,7 +484,8 @@ class _Runner:
         finally:
             readers.shutdown(wait=True)
             writers.shutdown(wait=True)
-            manifest.close()
+            if manifest is not None:
+                manifest.close()
 
     def _read(self, task: Task):
         if self.abort.is_set():
@@ -490,6 +496,8 @@ class _Runner:
             return Outcome(task.src, "failed", task.out, str(exc))
         except MemoryError:
             return Outcome(task.src, "failed", task.out, "not enough memory to decode it")
+        except Exception as exc:  # noqa: BLE001 - a decoder's odd error must not stop the run
+            return Outcome(task.src, "failed", task.out, f"cannot read: {type(exc).__name__}: {exc}")
 
     def _defend_batch(self, batch):
         """Yield ``(task, Outcome)`` for failures and ``(task, (pixels, alpha, notes))`` for the
@@ -528,6 +536,6 @@ class _Runner:
             data, more = imagefiles.encode(pixels, alpha, self.fmt, self.jpeg_file, self.png_level)
             os.makedirs(os.path.dirname(task.out), exist_ok=True)
             imagefiles.atomic_write(task.out, data, self.temps)
-        except (OSError, ValueError) as exc:
-            return Outcome(task.src, "failed", task.out, f"cannot write output: {exc}")
+        except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
+            return Outcome(task.src, "failed", task.out, f"cannot write output: {type(exc).__name__}: {exc}")
         return Outcome(task.src, "written", task.out, notes=list(notes) + more, bytes=len(data))

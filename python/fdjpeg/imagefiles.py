@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -20,6 +21,10 @@ _TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 TEMP_PREFIX = ".fdjpeg-tmp-"
+
+#: zlib strategy for PNG outputs: run-length matching packs defended photos about as small as
+#: Pillow's default (level 6) at the cost of level 1 (measured on scikit-image's photos).
+PNG_STRATEGY = zlib.Z_RLE
 
 
 def _current_umask() -> int:
@@ -136,7 +141,7 @@ def encode(pixels: np.ndarray, alpha: Optional[np.ndarray], fmt: str, jpeg_file:
     if fmt == "png":
         if alpha is not None:
             plane = np.dstack([plane, alpha])
-        Image.fromarray(plane).save(buf, "PNG", compress_level=png_level)
+        Image.fromarray(plane).save(buf, "PNG", compress_level=png_level, compress_type=PNG_STRATEGY)
     elif fmt == "jpeg":
         if jpeg_file is None:
             raise ValueError("this defense has no quantization tables of its own to store in a JPEG; use --format png")
