@@ -373,3 +373,17 @@ def test_progress_line_without_tqdm(monkeypatch, capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "3/3 images" in err and "img/s" in err and "ETA" in err
+
+
+def test_names_that_would_collide_keep_their_extension_and_missing_list_entries(src, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cat = datasets.sample_photos()["chelsea"][:64, :64]
+    Image.fromarray(cat).save(folder / "a.png")
+    Image.fromarray(cat).save(folder / "a.jpg", quality=95)
+    listing = tmp_path / "list.txt"
+    listing.write_text("in/a.png\nin/a.jpg\nin/missing.png\n")
+    summary = batch.defend_files(str(listing), str(tmp_path / "out"), progress=False)
+    assert sorted(os.listdir(tmp_path / "out")) == [".fdjpeg-manifest.jsonl", "a.jpg.png", "a.png.png", "fdjpeg-report.json"]
+    (failed,) = [o for o in summary.outcomes if o.status == "failed"]
+    assert failed.src.endswith("missing.png") and "file not found" in failed.reason
