@@ -147,8 +147,6 @@ class BatchRunner {
     tables_ = aan_tables(spec);
     proto_.tables = tables_.data();
     stripes_ = proto_.padded_height / proto_.mcu_height;
-    plane_floats_ = proto_.padded_height * proto_.padded_width;
-    chroma_floats_ = (proto_.padded_height / f.v) * (proto_.padded_width / f.h);
   }
 
   std::string run(int threads) {
@@ -163,7 +161,7 @@ class BatchRunner {
       std::string error;
       if (N >= threads) {
         error = parallel_for(N, threads, [&](int64_t n, int worker) {
-          ImageJob job = make_job(src, n, workspaces_[worker]);
+          ImageJob job = make_job(src, n, workspaces_[worker], std::min<int64_t>(3, stripes_));
           run_image_sequential(job, workspaces_[worker]);
         });
       } else {
@@ -176,7 +174,8 @@ class BatchRunner {
   }
 
  private:
-  ImageJob make_job(const BatchView& src, int64_t n, Workspace& ws) {
+  // `ring_stripes`: how many stripes of rows the planes hold (all of them, or a ring of three).
+  ImageJob make_job(const BatchView& src, int64_t n, Workspace& ws, int64_t ring_stripes) {
     ImageJob job = proto_;
     const size_t elem = src.dtype == DType::u8 ? 1 : (src.dtype == DType::f32 ? 4 : 8);
     job.in = static_cast<const char*>(src.data) + n * src.stride[0] * static_cast<int64_t>(elem);
@@ -185,13 +184,17 @@ class BatchRunner {
       job.in_stride[d] = src.stride[d + 1];
       job.out_stride[d] = out_.stride[d + 1];
     }
-    const int64_t total = plane_floats_ + (job.components == 3 ? 2 * chroma_floats_ : 0);
-    job.plane[0] = ws.planes.reserve(total);
+    const int64_t luma_rows = ring_stripes * job.mcu_height, chroma_rows = luma_rows / job.v_factor;
+    const int64_t luma_floats = luma_rows * job.padded_width;
+    const int64_t chroma_floats = chroma_rows * (job.padded_width / job.h_factor);
+    job.plane[0] = ws.planes.reserve(luma_floats + (job.components == 3 ? 2 * chroma_floats : 0));
     job.plane_stride[0] = job.padded_width;
+    job.plane_rows[0] = luma_rows;
     if (job.components == 3) {
-      job.plane[1] = job.plane[0] + plane_floats_;
-      job.plane[2] = job.plane[1] + chroma_floats_;
+      job.plane[1] = job.plane[0] + luma_floats;
+      job.plane[2] = job.plane[1] + chroma_floats;
       job.plane_stride[1] = job.plane_stride[2] = job.padded_width / job.h_factor;
+      job.plane_rows[1] = job.plane_rows[2] = chroma_rows;
     }
     if (spec_.block_tables)
       job.block_tables = spec_.block_tables + n * spec_.block_rows * spec_.block_cols;
@@ -219,7 +222,7 @@ class BatchRunner {
 
   // Several threads, one image: all stripes through phase A, then all through phase B.
   std::string run_image_parallel(const BatchView& src, int64_t n, int threads) {
-    const ImageJob job = make_job(src, n, workspaces_[0]);
+    const ImageJob job = make_job(src, n, workspaces_[0], stripes_);
     for (auto& ws : workspaces_) ensure_scratch(ws);
     std::string error = parallel_for(stripes_, threads, [&](int64_t s, int worker) {
       if (!kernels_.phase_a(job, s, workspaces_[worker].scratch.data())) out_of_range_ = true;
@@ -237,7 +240,7 @@ class BatchRunner {
   std::vector<detail::BlockTables> tables_;
   std::vector<Workspace> workspaces_;
   StripeKernels kernels_{};
-  int64_t stripes_ = 0, plane_floats_ = 0, chroma_floats_ = 0;
+  int64_t stripes_ = 0;
   std::atomic<bool> out_of_range_{false};
 };
 
