@@ -518,24 +518,6 @@ __global__ void __launch_bounds__(kThreads, 3) pipeline_kernel(const __grid_cons
 // ---------------------------------------------------------------------------------------------
 // Host side: geometry, tiling, launch.
 
-// One table set (3 components) scaled for the AAN transforms, as aan_tables() of the CPU core:
-// divisor = Qc aan(u) aan(v) 8, its reciprocal, dequant = Qd aan(u) aan(v) / 8, index v * 8 + u,
-// where aan(0) = aan(4) = 1 and aan(k) = sqrt(2) cos(k pi / 16).
-void aan_table_set(const float* quant, const float* dequant, float* out) {
-  double aan[8];
-  const double pi = 3.14159265358979323846;
-  for (int k = 0; k < 8; ++k) aan[k] = k == 0 || k == 4 ? 1.0 : std::sqrt(2.0) * std::cos(k * pi / 16);
-  for (int c = 0; c < 3; ++c)
-    for (int u = 0; u < 8; ++u)
-      for (int v = 0; v < 8; ++v) {
-        const double scale = aan[u] * aan[v];
-        const int natural = c * 64 + u * 8 + v, held = c * 192 + v * 8 + u;
-        out[held] = static_cast<float>(quant[natural] * scale * 8.0);
-        out[held + 64] = static_cast<float>(1.0 / (quant[natural] * scale * 8.0));
-        out[held + 128] = static_cast<float>(dequant[natural] * scale / 8.0);
-      }
-}
-
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 int64_t ceil_div(int64_t v, int64_t m) { return (v + m - 1) / m; }
 
@@ -559,38 +541,13 @@ struct Plan {
   std::vector<float> sets;  // K table sets (kSetFloats each), with a block map
 };
 
-std::string check(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
-  std::ostringstream msg;
-  if (!in.data || !out.data) return "null image buffer";
-  if (in.dtype != out.dtype) return "input and output sample types differ";
-  for (int d = 0; d < 4; ++d)
-    if (in.shape[d] != out.shape[d]) return "input and output shapes differ";
-  if (in.shape[0] < 1 || in.shape[1] < 1 || in.shape[2] < 1) {
-    msg << "expected a non-empty batch of images, got N=" << in.shape[0] << " H=" << in.shape[1]
-        << " W=" << in.shape[2];
-    return msg.str();
-  }
-  if (in.shape[3] != 1 && in.shape[3] != 3 && in.shape[3] != 4) {
-    msg << "expected 1, 3 or 4 channels, got " << in.shape[3];
-    return msg.str();
-  }
-  if (spec.passes < 1) return "passes must be at least 1";
-  if (spec.table_sets < 1 || spec.table_sets > 256) return "table_sets must be in 1..256";
-  if (!spec.quant || !spec.dequant) return "missing quantization tables";
-  for (int64_t i = 0; i < static_cast<int64_t>(spec.table_sets) * 192; ++i)
-    if (!(spec.quant[i] >= 1e-3f && spec.quant[i] <= 65535.f) ||
-        !(spec.dequant[i] >= 0.f && spec.dequant[i] <= 65535.f))
-      return "quantization steps must lie in [0.001, 65535] (dequantization steps in [0, 65535])";
-  return {};
-}
-
 void set_strides(const BatchView& v, int64_t& image_stride, int* stride) {
   image_stride = v.stride[0];
   for (int d = 0; d < 3; ++d) stride[d] = static_cast<int>(v.stride[d + 1]);
 }
 
 std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spec, Plan& p) {
-  std::string error = check(in, out, spec);
+  std::string error = validate(in, out, spec);
   if (!error.empty()) return error;
   // Element offsets within one image (and padded sizes) must fit the kernel's 32-bit arithmetic.
   for (const BatchView* v : {&in, &out}) {
@@ -634,18 +591,8 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   set_strides(out, a.out_image_stride, a.out_stride);
   aan_table_set(spec.quant, spec.dequant, a.tables);
   if (spec.block_tables) {
-    int64_t rows = g.padded_height / 8, cols = g.padded_width / 8;
-    if (spec.block_rows != rows || spec.block_cols != cols) {
-      std::ostringstream msg;
-      msg << "block table map must be " << rows << " x " << cols << " per image, got "
-          << spec.block_rows << " x " << spec.block_cols;
-      return msg.str();
-    }
-    for (int64_t i = 0; i < in.shape[0] * rows * cols; ++i)
-      if (spec.block_tables[i] >= spec.table_sets)
-        return "block table map names a table set that does not exist";
-    a.block_rows = rows;
-    a.block_cols = cols;
+    a.block_rows = spec.block_rows;  // checked by validate()
+    a.block_cols = spec.block_cols;
     p.sets.resize(static_cast<size_t>(spec.table_sets) * kSetFloats);
     for (int k = 0; k < spec.table_sets; ++k)
       aan_table_set(spec.quant + k * 192, spec.dequant + k * 192, p.sets.data() + k * kSetFloats);
