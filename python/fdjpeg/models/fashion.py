@@ -17,20 +17,21 @@ WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 class FashionCNN(nn.Module):
-    """conv 3x3 1->32, BN, ReLU, maxpool 2; conv 3x3 32->64, BN, ReLU, maxpool 2; dropout; fc 3136->128,
-    ReLU; dropout; fc 128->10. Takes float N x 1 x 28 x 28 in [0, 1] and returns 10 logits."""
+    """conv 3x3 1->16, BN, ReLU, maxpool 2; conv 3x3 16->32, BN, ReLU, maxpool 2; dropout; fc 1568->128,
+    ReLU; dropout; fc 128->10 (about 0.21 M parameters; narrow so that training takes minutes on two
+    CPU cores). Takes float N x 1 x 28 x 28 in [0, 1] and returns 10 logits."""
 
     num_classes = 10
     input_size = (1, 28, 28)
 
     def __init__(self, dropout: float = 0.25):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
         self.dropout = nn.Dropout(dropout)
-        self.fc1 = nn.Linear(7 * 7 * 64, 128)
+        self.fc1 = nn.Linear(7 * 7 * 32, 128)
         self.fc2 = nn.Linear(128, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 N x H x W grey images -> float N x 1 x H x W in [0, 1]."""
     if images.dtype != np.uint8 or images.ndim != 3:
         raise TypeError(f"expected uint8 N x H x W images, got {images.dtype} {images.shape}")
-    return torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
+    return torch.tensor(images).unsqueeze(1).float().div_(255.0)
 
 
 @torch.no_grad()
@@ -62,7 +63,7 @@ def train(
     images: np.ndarray,
     labels: np.ndarray,
     *,
-    epochs: int = 6,
+    epochs: int = 4,
     batch_size: int = 128,
     lr: float = 2e-3,
     seed: int = 0,
@@ -99,10 +100,10 @@ def train(
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             if progress and (step + 1) % 100 == 0:
-                progress(f"  epoch {epoch + 1}/{epochs} step {step + 1}/{steps_per_epoch} loss {float(loss):.4f}")
+                progress(f"  epoch {epoch + 1}/{epochs} step {step + 1}/{steps_per_epoch} loss {loss.item():.4f}")
         if progress:
             progress(
                 f"epoch {epoch + 1}/{epochs}: train loss {total_loss / len(images):.4f}, "

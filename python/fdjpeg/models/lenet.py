@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 WEIGHTS_PACKAGE = "advertorch_examples"
-WEIGHTS_SPEC = "advertorch==0.2.3"
+WEIGHTS_INSTALL = "pip install --no-deps advertorch==0.2.3"
 WEIGHTS_FILES = {"clean": "mnist_lenet5_clntrained.pt", "adversarial": "mnist_lenet5_advtrained.pt"}
 
 
@@ -48,10 +48,10 @@ def weights_path(training: str) -> str:
 
     if training not in WEIGHTS_FILES:
         raise ValueError(f"training must be one of {sorted(WEIGHTS_FILES)}, got {training!r}")
-    folder = os.path.join(package_dir(WEIGHTS_PACKAGE, WEIGHTS_SPEC), "trained_models")
+    folder = os.path.join(package_dir(WEIGHTS_PACKAGE, WEIGHTS_INSTALL), "trained_models")
     path = os.path.join(folder, WEIGHTS_FILES[training])
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: reinstall pip install --no-deps {WEIGHTS_SPEC}")
+        raise FileNotFoundError(f"{path} not found: reinstall: {WEIGHTS_INSTALL}")
     return path
 
 
