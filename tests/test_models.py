@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from fdjpeg import cli, datasets
 from fdjpeg.models import CLASSIFIERS, load_classifier
-from fdjpeg.models import efficientnet, fashion, lenet
+from fdjpeg.models import common, efficientnet, fashion, lenet
 from eval_requirements import needs
 
 torch.set_num_threads(2)
@@ -78,7 +78,7 @@ def test_clean_and_adversarial_lenet5_are_different_weights():
 @pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs Debian dataset-fashion-mnist")
 def test_fashion_cnn_shipped_weights_accuracy():
     images, labels = datasets.fashion_mnist("test")
-    assert fashion.accuracy(load_classifier("fashion-cnn"), images[:2000], labels[:2000]) >= 0.89
+    assert common.accuracy(load_classifier("fashion-cnn"), images[:2000], labels[:2000]) >= 0.89
 
 
 @pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs Debian dataset-fashion-mnist")
@@ -141,3 +141,18 @@ def test_missing_weight_packages_name_what_to_install(monkeypatch):
         load_classifier("lenet5-mnist-adv")
     with pytest.raises(FileNotFoundError, match="fdjpeg train-classifier"):
         fashion.fashion_cnn("/nonexistent/fashion.safetensors")
+
+
+def test_classifiers_command_scores_the_named_model(capsys):
+    try:
+        load_classifier("lenet5-mnist")
+        datasets.mnist_5k()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        if os.environ.get("FDJPEG_REQUIRE_EVAL"):
+            raise
+        pytest.skip(str(exc))
+    assert cli.main(["classifiers", "lenet5-mnist"]) == 0
+    line = capsys.readouterr().out
+    assert "lenet5-mnist" in line and "5000 images" in line and "top-1 0.99" in line
+    with pytest.raises(SystemExit, match="unknown classifier.*nope.*available: efficientnet-lite0"):
+        cli.main(["classifiers", "nope"])

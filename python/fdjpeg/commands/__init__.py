@@ -4,4 +4,5 @@
 COMMAND_MODULES = (
     "fdjpeg.commands.demo",
     "fdjpeg.commands.train_classifier",
+    "fdjpeg.commands.classifiers",
 )

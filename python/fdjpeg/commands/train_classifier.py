@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import datasets
-    from ..models import fashion
+    from ..models import common, fashion
 
     if os.path.exists(args.out) and not args.force:
         raise SystemExit(f"{args.out} exists; pass --force to overwrite it or choose another --out")
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = fashion.train(train_x, train_y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     seconds = time.perf_counter() - start
-    acc = fashion.accuracy(model, test_x, test_y)
+    acc = common.accuracy(model, test_x, test_y)
     fashion.save(model, args.out)
     print(f"trained in {seconds:.0f} s; test accuracy {acc:.4f} on {len(test_x)} images; wrote {args.out}")
     return 0

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import to_model_input
+
 WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "fashion_cnn.safetensors")
 
 
@@ -41,24 +43,6 @@ class FashionCNN(nn.Module):
         return self.fc2(self.dropout(x))
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 N x H x W grey images -> float N x 1 x H x W in [0, 1]."""
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise TypeError(f"expected uint8 N x H x W images, got {images.dtype} {images.shape}")
-    return torch.tensor(images).unsqueeze(1).float().div_(255.0)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` (taking N x 1 x H x W in [0, 1]) on uint8 grey ``images``."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(to_tensor(images[start : start + batch_size]))
-        correct += int((logits.argmax(1).numpy() == labels[start : start + batch_size]).sum())
-    return correct / len(images)
-
-
 def train(
     images: np.ndarray,
     labels: np.ndarray,
@@ -79,7 +63,7 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = FashionCNN()
-    x_all, y_all = to_tensor(images), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    x_all, y_all = to_model_input(images), torch.from_numpy(np.asarray(labels, dtype=np.int64))
     steps_per_epoch = (len(images) + batch_size - 1) // batch_size
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
