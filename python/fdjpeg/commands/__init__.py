@@ -5,4 +5,6 @@ COMMAND_MODULES = (
     "fdjpeg.commands.demo",
     "fdjpeg.commands.bench",
     "fdjpeg.commands.defend",
+    "fdjpeg.commands.train_classifier",
+    "fdjpeg.commands.classifiers",
 )
