@@ -96,7 +96,7 @@ def test_files_hold_every_number(results, tmp_path):
     data = json.loads(open(paths["json"]).read())
     assert data["records"] == json.loads(json.dumps(results.records))
     md = open(paths["markdown"]).read()
-    for label in ("jpeg:quality=50", "fd:table=derived", "gray-box", "adaptive", "pgd:steps=3 0.2"):
+    for label in ("jpeg:quality=50", "fd:table=derived", "gray-box", "adaptive", "pgd 0.2", "`pgd:steps=3`"):
         assert label in md
     from PIL import Image
 
@@ -190,3 +190,17 @@ def test_a_defense_that_fails_on_the_images_is_reported_and_skipped(task, capsys
     assert "needs 3 channels" in res.meta["skipped"][task.name]["colour-only"]
     assert {r["defense"] for r in res.records} == {"none", "fd"}
     assert "Skipped colour-only" in res.markdown()
+
+
+def test_fast_mode_runs_on_the_shipped_fashion_classifier(tmp_path, capsys):
+    pytest.importorskip("fdjpeg.models")
+    from fdjpeg.cli import main
+
+    out = tmp_path / "fast"
+    assert main(["eval", "--fast", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    acc = {(r["defense"], r["attack"], r["epsilon"], r["threat_model"]): r["accuracy"] for r in data["records"]}
+    assert acc[("none", "clean", None, "-")] > 0.8  # the shipped CNN scores about 90% on the test set
+    assert acc[("none", "pgd:steps=5", 0.3, "gray-box")] < 0.1
+    assert {p.name for p in out.iterdir()} >= {"results.md", "results.csv", "results.json", "accuracy_vs_epsilon.png", "examples.png"}
+    assert "fashion-cnn" in capsys.readouterr().out

@@ -84,13 +84,14 @@ class Results:
             defenses = _unique(r["defense"] for r in rows)
             for tm in _unique(r["threat_model"] for r in rows if r["threat_model"] != "-"):
                 cols = _unique((r["attack"], r["epsilon"]) for r in rows if r["threat_model"] == tm)
-                header = ["defense", "clean", "ms/img"] + [_column(a, e) for a, e in cols]
+                short = _short_names(a for a, _ in cols)
+                header = ["defense", "clean", "ms/img"] + [_column(short[a], e) for a, e in cols]
                 out.append(f"{tm}:\n")
                 out.append("| " + " | ".join(header) + " |")
                 out.append("|" + "---|" * len(header))
                 for d in defenses:
                     clean = _find(rows, d, "clean", None, "-")
-                    cells = [d, _pct(clean), f"{1e3 * clean['defense_s_per_image']:.2f}" if clean else ""]
+                    cells = [d, _pct(clean), f"{1e3 * clean['defense_s_per_image']:.3g}" if clean else ""]
                     for a, e in cols:
                         r = _find(rows, d, a, e, tm)
                         cell = _pct(r)
@@ -99,6 +100,9 @@ class Results:
                         cells.append(cell)
                     out.append("| " + " | ".join(cells) + " |")
                 out.append("")
+            attacks = _unique(r["attack"] for r in rows if r["attack"] != "clean")
+            if any(_short_names(attacks)[a] != a for a in attacks):
+                out.append("Attacks: " + ", ".join(f"`{a}`" for a in attacks) + ".\n")
         if "seconds" in self.meta:
             out.append(f"Total time: {self.meta['seconds']:.0f} s.\n")
         return "\n".join(out)
@@ -207,6 +211,14 @@ def _eps_text(eps) -> str:
     if eps < 0.1 and abs(k - round(k)) < 1e-6 and round(k) > 0:
         return f"{round(k)}/255"
     return f"{eps:g}"
+
+
+def _short_names(labels) -> Dict[str, str]:
+    """Attack labels -> column names: the attack's name without its parameters where that is unique."""
+    labels = _unique(labels)
+    base = {a: a.split(":", 1)[0] for a in labels}
+    counts = {b: list(base.values()).count(b) for b in base.values()}
+    return {a: base[a] if counts[base[a]] == 1 else a for a in labels}
 
 
 def _column(attack: str, eps) -> str:
