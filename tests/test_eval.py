@@ -204,3 +204,31 @@ def test_fast_mode_runs_on_the_shipped_fashion_classifier(tmp_path, capsys):
     assert acc[("none", "pgd:steps=5", 0.3, "gray-box")] < 0.1
     assert {p.name for p in out.iterdir()} >= {"results.md", "results.csv", "results.json", "accuracy_vs_epsilon.png", "examples.png"}
     assert "fashion-cnn" in capsys.readouterr().out
+
+
+class VotingClassifier:
+    """A defense that is a classifier (as fdjpeg's JPEG ensembles are): majority of the task's model on
+    JPEG 30/50/70 views, exposed through ``as_classifier()``."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def as_classifier(self):
+        model = self.model
+
+        class Vote(torch.nn.Module):
+            def forward(self, x):
+                views = [model(attacks.straight_through(lambda t, q=q: fdjpeg.jpeg(t, q), x)) for q in (30, 50, 70)]
+                votes = torch.stack([v.argmax(1) for v in views])
+                return torch.nn.functional.one_hot(votes.mode(0).values, 10).float() + sum(views) * 1e-3
+
+        return Vote()
+
+
+def test_a_classifier_defense_replaces_the_model(task):
+    vote = VotingClassifier(task.model)
+    res = evaluate([task], [("vote", vote)], ["fgsm"], epsilons=[0.1], n_images=16, batch_size=16, progress=False)
+    x, y = task.images[:16], task.labels[:16]
+    assert res.accuracy(task.name, "vote") == predict_accuracy(vote.as_classifier(), x, y)
+    adv = attacks.fgsm(task.model, x, y, 0.1)
+    assert res.accuracy(task.name, "vote", "fgsm", 0.1, "gray-box") == predict_accuracy(vote.as_classifier(), adv, y)

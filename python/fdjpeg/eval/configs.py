@@ -78,7 +78,7 @@ class DefenseConfig:
 def defense_config(item: Union[str, Callable, Tuple[str, Callable], DefenseConfig]) -> DefenseConfig:
     if isinstance(item, DefenseConfig):
         return item
-    if isinstance(item, tuple) and len(item) == 2 and callable(item[1]):
+    if isinstance(item, tuple) and len(item) == 2 and (callable(item[1]) or hasattr(item[1], "as_classifier")):
         label, fn = item
         return DefenseConfig(str(label), lambda task, fn=fn: fn, bool(getattr(fn, "random", False)))
     if callable(item):

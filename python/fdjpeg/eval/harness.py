@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -115,11 +116,11 @@ def _evaluate_task(task, budgets, defense_cfgs, attack_cfgs, threat_models, n_im
     }
 
     # Clean accuracy and cost of each defense.
-    for label, (defend, _) in built.items():
+    for label, armed in built.items():
         start = time.perf_counter()
-        defended = _batched(defend, x, batch_size)
+        defended = _batched(armed.transform, x, batch_size)
         seconds = time.perf_counter() - start
-        correct = _correct(model, defended, y, batch_size)
+        correct = _correct(armed.classifier, defended, y, batch_size)
         results.add(task.name, label, "clean", None, "-", correct, x, x, defense_s_per_image=seconds / len(x))
 
     budgeted = [a for a in attack_cfgs if a.budgeted]
@@ -135,43 +136,65 @@ def _evaluate_task(task, budgets, defense_cfgs, attack_cfgs, threat_models, n_im
                 adv = _batched_attack(attack, model, xa, ya, eps, 1, gen, batch_size)
                 secs = time.perf_counter() - start
                 bar.update(1)
-                for label, (defend, _) in built.items():
+                for label, armed in built.items():
                     tms = [tm for tm in threat_models if tm == "gray-box" or label == "none"]
                     if not tms:
                         continue
-                    correct = _correct(model, _batched(defend, adv, batch_size), ya, batch_size)
+                    correct = armed.correct(adv, ya, batch_size)
                     for tm in tms:
                         results.add(task.name, label, attack.label, eps, tm, correct, xa, adv, attack_s=secs)
                 if attack is grid_attack and eps == budgets[-1]:
                     results.examples[task.name] = _examples(model, built, xa[:examples], adv[:examples], ya[:examples], attack.label, eps)
             if "adaptive" in threat_models:
-                for label, (defend, random) in built.items():
+                for label, armed in built.items():
                     if label == "none":
                         continue
                     start = time.perf_counter()
-                    adv = _batched_attack(attack, Defended(model, defend), xa, ya, eps,
-                                          eot_samples if random else 1, gen, batch_size)
+                    adv = _batched_attack(attack, Defended(armed.classifier, armed.transform), xa, ya, eps,
+                                          eot_samples if armed.random else 1, gen, batch_size)
                     secs = time.perf_counter() - start
                     bar.update(1)
-                    correct = _correct(model, _batched(defend, adv, batch_size), ya, batch_size)
+                    correct = armed.correct(adv, ya, batch_size)
                     results.add(task.name, label, attack.label, eps, "adaptive", correct, xa, adv, attack_s=secs)
 
 
-def _build_defenses(defense_cfgs, task, probe, results) -> dict:
-    """``{label: (callable, random)}`` of the defenses that run on this task's images; one that fails
-    to build or to run on the first image is reported on stderr and in ``meta["skipped"]`` and left
-    out of this task only (a grey-scale defense on colour images, say)."""
+@dataclass
+class Armed:
+    """A defense on a task: ``classifier(transform(x))``. Image transforms keep the task's classifier;
+    a defense that is a classifier itself (it has ``as_classifier()``, e.g. a voting ensemble)
+    replaces it, with the identity as transform."""
+
+    transform: Callable
+    classifier: torch.nn.Module
+    random: bool
+
+    def correct(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> int:
+        return _correct(self.classifier, _batched(self.transform, x, batch_size), y, batch_size)
+
+
+def _identity(x):
+    return x
+
+
+def _build_defenses(defense_cfgs, task, probe, results) -> Dict[str, Armed]:
+    """The defenses that run on this task's images; one that fails to build or to run on the first
+    image is reported on stderr and in ``meta["skipped"]`` and left out of this task only (a
+    grey-scale defense on colour images, say)."""
     built = {}
     for d in defense_cfgs:
         try:
             defend = d.make(task)
-            _batched(defend, probe, 1)
+            if hasattr(defend, "as_classifier"):
+                armed = Armed(_identity, defend.as_classifier().eval(), d.random)
+            else:
+                armed = Armed(defend, task.model, d.random)
+            armed.correct(probe, task.labels[:1], 1)
         except Exception as exc:  # noqa: BLE001  (any failure of a user's defense is reported, not fatal)
             note = f"{type(exc).__name__}: {exc}"
             results.meta.setdefault("skipped", {}).setdefault(task.name, {})[d.label] = note
             print(f"fdjpeg eval: defense {d.label!r} skipped for {task.name}: {note}", file=sys.stderr)
             continue
-        built[d.label] = (defend, d.random)
+        built[d.label] = armed
     return built
 
 
@@ -218,13 +241,14 @@ def _predict(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def _examples(model, built, x, adv, y, attack_label, eps) -> dict:
     """Images for the example grid: clean, adversarial (gray-box), and each defense's view of it."""
-    defended = {label: _batched(defend, adv, len(adv)) for label, (defend, _) in built.items() if label != "none"}
+    shown = {label: armed for label, armed in built.items() if label != "none"}
+    defended = {label: _batched(armed.transform, adv, len(adv)) for label, armed in shown.items()}
     return {
         "attack": attack_label, "epsilon": eps, "labels": y.tolist(),
         "clean": x.numpy(), "adversarial": adv.numpy(),
         "clean_pred": _predict(model, x, len(x)).tolist(), "adversarial_pred": _predict(model, adv, len(adv)).tolist(),
         "defended": {k: v.numpy() for k, v in defended.items()},
-        "defended_pred": {k: _predict(model, v, len(v)).tolist() for k, v in defended.items()},
+        "defended_pred": {k: _predict(shown[k].classifier, v, len(v)).tolist() for k, v in defended.items()},
     }
 
 
