@@ -36,3 +36,21 @@ register(
     description="Feature Distillation (Liu et al. 2019): RGB 8x8 DCT, table 25/30",
 )
 register("jpeg", _jpeg, quality=75, subsampling="420", threads=None, description="standard JPEG round trip")
+
+
+def _slq(qualities=(20, 40, 60, 80), subsampling: str = "444", seed=None, threads=None):
+    from .slq import StochasticLocalQuantization
+
+    return StochasticLocalQuantization(qualities, subsampling=subsampling, seed=seed, threads=threads)
+
+
+register(
+    "slq",
+    _slq,
+    random=True,
+    qualities=(20, 40, 60, 80),
+    subsampling="444",
+    seed=None,
+    threads=None,
+    description="SHIELD stochastic local quantization (Das et al. 2018): each 8x8 block at a random JPEG quality",
+)
