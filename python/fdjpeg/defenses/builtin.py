@@ -54,3 +54,23 @@ register(
     threads=None,
     description="SHIELD stochastic local quantization (Das et al. 2018): each 8x8 block at a random JPEG quality",
 )
+
+
+def _webp_flip(quality: int = 60, axis: str = "horizontal", order: str = "before", flip_back: bool = False,
+               method: int = 4, threads=None):
+    from .webp_flip import WebPFlip
+
+    return WebPFlip(quality, axis=axis, order=order, flip_back=flip_back, method=method, threads=threads)
+
+
+register(
+    "webp-flip",
+    _webp_flip,
+    quality=60,
+    axis="horizontal",
+    order="before",
+    flip_back=False,
+    method=4,
+    threads=None,
+    description="left-right flip then WebP via libwebp (Yin et al. 2020)",
+)
