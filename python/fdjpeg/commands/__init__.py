@@ -3,4 +3,6 @@
 # Modules listed here add their subcommand to ``fdjpeg``; keep one per line.
 COMMAND_MODULES = (
     "fdjpeg.commands.demo",
+    "fdjpeg.commands.train_comdefend",
+    "fdjpeg.commands.train_ensemble",
 )

@@ -74,3 +74,26 @@ register(
     threads=None,
     description="left-right flip then WebP via libwebp (Yin et al. 2020)",
 )
+
+
+def _comdefend(variant: str = "rgb", arch: str = "plain", tile=None, weights=None, device=None, batch_size: int = 64):
+    from .comdefend import build
+
+    return build(variant, arch, tile, weights, device, batch_size)
+
+
+_COMDEFEND = dict(arch="plain", tile=None, weights=None, device=None, batch_size=64)
+register(
+    "comdefend",
+    _comdefend,
+    variant="rgb",
+    **_COMDEFEND,
+    description="ComDefend (Jia et al. 2019): ComCNN -> 12-bit binary code -> RecCNN; shipped RGB weights",
+)
+register(
+    "comdefend-grey",
+    _comdefend,
+    variant="grey",
+    **_COMDEFEND,
+    description="ComDefend grey-scale variant (4-bit code), shipped weights trained on Fashion-MNIST",
+)
