@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 #include "pipeline.hpp"
 
@@ -16,14 +15,14 @@ struct StripeKernels {
   void (*phase_b)(const ImageJob&, int64_t stripe, float* scratch);
 };
 
-// The best instruction set this CPU runs: "avx2" or "baseline".
+// The instruction set the kernels run with: "avx2" or "baseline".
 const char* active_isa();
 
 // Makes active_isa() answer "baseline" whatever the CPU (to test the portable kernels).
 void set_force_baseline(bool force);
 
-// Kernels for `dtype` built for `isa` ("avx2" falls back to "baseline" on CPUs without it).
-StripeKernels select_kernels(DType dtype, const char* isa);
+// Kernels for `dtype` of the active instruction set.
+StripeKernels select_kernels(DType dtype);
 
 }  // namespace detail
 }  // namespace fdjpeg

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <sstream>
@@ -13,7 +14,7 @@
 #include <vector>
 
 #include "dispatch.hpp"
-#include "kernels.hpp"
+#include "job.hpp"
 
 namespace fdjpeg {
 namespace {
@@ -78,11 +79,49 @@ std::string parallel_for(int64_t n, int threads, Fn&& fn) {
   return error;
 }
 
+// A float buffer that grows on demand and is not zero-filled (every sample read is written first).
+class FloatBuffer {
+ public:
+  float* reserve(int64_t count) {
+    if (count > size_) {
+      data_.reset(new float[count]);
+      size_ = count;
+    }
+    return data_.get();
+  }
+  float* data() const { return data_.get(); }
+
+ private:
+  std::unique_ptr<float[]> data_;
+  int64_t size_ = 0;
+};
+
 // Per-thread buffers, reused across the images a thread processes.
 struct Workspace {
-  std::vector<float> planes;
-  std::vector<float> scratch;
+  FloatBuffer planes;
+  FloatBuffer scratch;
 };
+
+// AAN scale factors: aan(0) = 1, aan(k) = sqrt(2) cos(k pi / 16); aan(4) is 1 exactly.
+std::vector<detail::BlockTables> aan_tables(const QuantSpec& spec) {
+  double aan[8];
+  const double pi = 3.14159265358979323846;
+  for (int k = 0; k < 8; ++k) aan[k] = k == 0 || k == 4 ? 1.0 : std::sqrt(2.0) * std::cos(k * pi / 16);
+  std::vector<detail::BlockTables> out(static_cast<size_t>(spec.table_sets) * 3);
+  for (size_t t = 0; t < out.size(); ++t) {
+    const float* qc = spec.quant + t * 64;
+    const float* qd = spec.dequant + t * 64;
+    for (int u = 0; u < 8; ++u)
+      for (int v = 0; v < 8; ++v) {
+        const double scale = aan[u] * aan[v];
+        const int natural = u * 8 + v, held = v * 8 + u;
+        out[t].divisor[held] = static_cast<float>(qc[natural] * scale * 8.0);
+        out[t].inv_divisor[held] = static_cast<float>(1.0 / (qc[natural] * scale * 8.0));
+        out[t].dequant[held] = static_cast<float>(qd[natural] * scale / 8.0);
+      }
+  }
+  return out;
+}
 
 class BatchRunner {
  public:
@@ -103,11 +142,10 @@ class BatchRunner {
     proto_.chroma_height = (H + f.v - 1) / f.v;
     proto_.chroma_width = (W + f.h - 1) / f.h;
     proto_.shift = spec.level_shift ? 128.f : 0.f;
+    proto_.integer_samples = in.dtype == DType::u8;
     proto_.block_cols = proto_.padded_width / 8;
-    inv_quant_.resize(static_cast<size_t>(spec.table_sets) * 192);
-    for (size_t i = 0; i < inv_quant_.size(); ++i) inv_quant_[i] = 1.f / spec.quant[i];
-    proto_.inv_quant = inv_quant_.data();
-    proto_.dequant = spec.dequant;
+    tables_ = aan_tables(spec);
+    proto_.tables = tables_.data();
     stripes_ = proto_.padded_height / proto_.mcu_height;
     plane_floats_ = proto_.padded_height * proto_.padded_width;
     chroma_floats_ = (proto_.padded_height / f.v) * (proto_.padded_width / f.h);
@@ -119,7 +157,7 @@ class BatchRunner {
     threads = static_cast<int>(
         std::max<int64_t>(1, std::min<int64_t>(threads, pixels / kMinPixelsPerThread)));
     workspaces_.resize(threads);
-    kernels_ = detail::select_kernels(in_.dtype, detail::active_isa());
+    kernels_ = detail::select_kernels(in_.dtype);
     for (int pass = 0; pass < spec_.passes; ++pass) {
       const BatchView& src = pass == 0 ? in_ : out_;
       std::string error;
@@ -148,8 +186,7 @@ class BatchRunner {
       job.out_stride[d] = out_.stride[d + 1];
     }
     const int64_t total = plane_floats_ + (job.components == 3 ? 2 * chroma_floats_ : 0);
-    if (static_cast<int64_t>(ws.planes.size()) < total) ws.planes.resize(total);
-    job.plane[0] = ws.planes.data();
+    job.plane[0] = ws.planes.reserve(total);
     job.plane_stride[0] = job.padded_width;
     if (job.components == 3) {
       job.plane[1] = job.plane[0] + plane_floats_;
@@ -162,9 +199,8 @@ class BatchRunner {
   }
 
   void ensure_scratch(Workspace& ws) const {
-    const int64_t need =
-        std::max<int64_t>(2 * proto_.mcu_height * proto_.padded_width, 3 * proto_.padded_width);
-    if (static_cast<int64_t>(ws.scratch.size()) < need) ws.scratch.resize(need);
+    const int64_t need = (2 * proto_.mcu_height + 6) * proto_.padded_width;
+    ws.scratch.reserve(need);
   }
 
   // One thread, one image: phase B of a stripe follows phase A of the next, so the planes are
@@ -198,7 +234,7 @@ class BatchRunner {
   const BatchView& out_;
   const QuantSpec& spec_;
   ImageJob proto_;
-  std::vector<float> inv_quant_;
+  std::vector<detail::BlockTables> tables_;
   std::vector<Workspace> workspaces_;
   StripeKernels kernels_{};
   int64_t stripes_ = 0, plane_floats_ = 0, chroma_floats_ = 0;

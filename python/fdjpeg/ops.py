@@ -8,6 +8,7 @@ straight-through (BPDA, identity) gradient.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -88,8 +89,10 @@ def feature_distill(
     ``round(coef / Q) * Q`` with the authors' table (25 on the 4x4 low band, 30 elsewhere) unless
     ``table`` is given, inverse DCT, clamp. ``passes=2`` applies it twice (FD-2P).
     """
-    table = _tables.feature_distillation() if table is None else table
-    return quantize(x, table, color="none", subsampling="444", level_shift=False, passes=passes, threads=threads)
+    steps = _fd_default_set() if table is None else _table_set(table, "table")
+    return run_pipeline(
+        x, steps[None], steps[None], color="none", subsampling="444", level_shift=False, passes=passes, threads=threads
+    )
 
 
 def jpeg(
@@ -101,8 +104,10 @@ def jpeg(
 ) -> Any:
     """A standard JPEG round trip (encode + decode, without the entropy coding that is lossless):
     libjpeg's tables at ``quality``, YCbCr, level shift, chroma ``subsampling``."""
-    luma, chroma = _tables.ijg(quality)
-    return quantize(x, [luma, chroma], color="ycbcr", subsampling=subsampling, level_shift=True, threads=threads)
+    steps = _ijg_set(_tables.check_quality(quality))
+    return run_pipeline(
+        x, steps[None], steps[None], color="ycbcr", subsampling=subsampling, level_shift=True, passes=1, threads=threads
+    )
 
 
 def isa() -> str:
@@ -256,6 +261,21 @@ def _bpda_function():
 
 # ------------------------------------------------------------------------------------------------
 # Argument checks
+
+
+@functools.lru_cache(maxsize=None)
+def _fd_default_set() -> np.ndarray:
+    return _readonly(_table_set(_tables.feature_distillation(), "table"))
+
+
+@functools.lru_cache(maxsize=128)
+def _ijg_set(quality: int) -> np.ndarray:
+    return _readonly(_table_set(list(_tables.ijg(quality)), "tables"))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def _table_set(tables: Tables, name: str) -> np.ndarray:

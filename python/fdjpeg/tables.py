@@ -70,7 +70,8 @@ def validate(table: TableLike, name: str = "table") -> QuantTable:
     return arr.copy()
 
 
-def _check_quality(quality: int) -> int:
+def check_quality(quality: int) -> int:
+    """``quality`` as an int in 1..100, or a TypeError/ValueError saying what was given."""
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
         raise TypeError(f"quality must be an integer in 1..100, got {quality!r}")
     if not 1 <= quality <= 100:
@@ -84,7 +85,7 @@ def scale(base: TableLike, quality: int) -> QuantTable:
     ``scale = 5000 / q`` for ``q < 50`` else ``200 - 2 q``; each entry becomes
     ``floor((base * scale + 50) / 100)`` clamped to 1..255.
     """
-    q = _check_quality(quality)
+    q = check_quality(quality)
     factor = 5000 // q if q < 50 else 200 - 2 * q
     base_int = np.rint(validate(base, "base table")).astype(np.int64)
     return np.clip((base_int * factor + 50) // 100, 1, 255).astype(np.float64)
@@ -149,7 +150,8 @@ def from_statistics(
              = b - k2 * s   if t1 < s <= t2
              = q_min        if s > t2
 
-    clamped to [q_min, a]. The defaults are the paper's constants (continuous at ``t1``).
+    rounded to whole steps and clamped to [q_min, a]. The defaults are the paper's constants
+    (the rule is continuous at ``t1``).
     """
     if color not in ("none", "ycbcr"):
         raise ValueError(f"color must be 'none' or 'ycbcr', got {color!r}")
@@ -168,7 +170,7 @@ def from_statistics(
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0)).reshape(8, 8)
     step = np.where(std <= t1, a - k1 * std, np.where(std <= t2, b - k2 * std, q_min))
-    return validate(np.clip(step, q_min, a), "derived table")
+    return validate(np.clip(np.rint(step), q_min, a), "derived table")
 
 
 def _planes_for_statistics(img: np.ndarray, color: str) -> np.ndarray:

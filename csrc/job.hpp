@@ -1,0 +1,48 @@
+// Data shared by the driver and the kernels: one image's geometry, buffers and tables.
+#pragma once
+
+#include <cstdint>
+
+namespace fdjpeg {
+namespace detail {
+
+// One component's quantization tables for one table set, scaled for the AAN transforms and
+// transposed to the order the block kernel holds coefficients in (index v * 8 + u):
+// `divisor` = Qc * aan(u) * aan(v) * 8 (the forward AAN output's scale), `inv_divisor` its
+// reciprocal, `dequant` = Qd * aan(u) * aan(v) / 8 (the inverse AAN input's scale).
+struct BlockTables {
+  alignas(32) float divisor[64];
+  alignas(32) float inv_divisor[64];
+  alignas(32) float dequant[64];
+};
+
+struct ImageJob {
+  // Source and destination pixels, element strides for rows, columns and channels.
+  const void* in = nullptr;
+  void* out = nullptr;
+  int64_t in_stride[3] = {0, 0, 0};
+  int64_t out_stride[3] = {0, 0, 0};
+  int64_t height = 0, width = 0, channels = 0;
+
+  int components = 1;      // planes that go through the DCT: 1 (grey) or 3
+  bool ycbcr = false;      // convert RGB <-> YCbCr around the transform
+  int h_factor = 1;        // chroma subsampling factors (1 or 2)
+  int v_factor = 1;
+  int64_t mcu_height = 8;  // pixel rows per stripe
+  int64_t padded_height = 0, padded_width = 0;
+  int64_t chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
+  float shift = 0.f;       // level shift subtracted before the DCT
+  // 8-bit images: component samples are whole numbers wherever libjpeg stores them as JSAMPLEs
+  // (after colour conversion, downsampling, IDCT and upsampling), as in a real JPEG round trip.
+  bool integer_samples = false;
+
+  float* plane[3] = {nullptr, nullptr, nullptr};
+  int64_t plane_stride[3] = {0, 0, 0};
+
+  const BlockTables* tables = nullptr;    // table sets x 3 components
+  const uint8_t* block_tables = nullptr;  // this image's table-set index per luma block, or null
+  int64_t block_cols = 0;
+};
+
+}  // namespace detail
+}  // namespace fdjpeg
