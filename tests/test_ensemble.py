@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fdjpeg.defenses.ensemble import MajorityVote, as_nchw, to_float, vote
+from fdjpeg.defenses.ensemble import MajorityVote, VotingClassifier, as_nchw, to_float, vote
 
 
 def _fixed(logits):
@@ -86,3 +86,17 @@ def test_numpy_inputs_and_bad_members():
         MajorityVote([("jpeg", _fixed([[0, 1]]))])
     with pytest.raises(ValueError, match="M members"):
         vote(torch.zeros(2, 3))
+
+
+def test_voting_classifier_argmax_is_the_vote():
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(3, 4, generator=g) for _ in range(4)]
+    members = [(None, (lambda w: lambda x: x.flatten(1)[:, :3] @ w)(w)) for w in weights]
+    ens = MajorityVote(members, batch_size=5)
+    x = torch.rand(40, 1, 2, 2, generator=g)
+    scores = VotingClassifier(ens)(x)
+    assert torch.equal(scores.argmax(1), ens.predict(x))
+    assert torch.equal(scores.floor().long(), ens(x).votes)
+    x.requires_grad_()
+    ens.as_classifier()(x).max(1).values.sum().backward()
+    assert x.grad is not None

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         spent = time.perf_counter() - t0
         if it % 5 == 0 or it == args.iterations:
             psnr = 10 * np.log10(1.0 / max(np.mean(window), 1e-12))
-            print(f"\r  iteration {it}/{args.iterations}  loss {float(loss):.5f}  train PSNR {psnr:5.2f} dB  "
+            print(f"\r  iteration {it}/{args.iterations}  loss {loss.item():.5f}  train PSNR {psnr:5.2f} dB  "
                   f"{spent:6.0f} s  {(it - start_iter) / max(spent - elapsed, 1e-9):.2f} it/s", end="", flush=True)
         if it % args.save_every == 0:
             save_checkpoint(it, spent)

@@ -97,3 +97,19 @@ register(
     **_COMDEFEND,
     description="ComDefend grey-scale variant (4-bit code), shipped weights trained on Fashion-MNIST",
 )
+
+
+def _ensemble_fashion(path=None, batch_size: int = 500):
+    from .ensemble import FASHION_ENSEMBLE_FILE, load_fashion_ensemble
+
+    return load_fashion_ensemble(path or FASHION_ENSEMBLE_FILE, batch_size)
+
+
+register(
+    "ensemble-fashion",
+    _ensemble_fashion,
+    path=None,
+    batch_size=500,
+    description="a classifier, not an image transform: majority vote of FashionCNNs fine-tuned on JPEG 20/40/60/80 "
+    "(Zhang & Gao 2021; SHIELD's vaccinated ensemble); returns VoteResult, .as_classifier() gives an nn.Module",
+)

@@ -97,6 +97,28 @@ class MajorityVote:
     def __len__(self) -> int:
         return len(self.members)
 
+    def as_classifier(self) -> "VotingClassifier":
+        """The ensemble as an ``nn.Module`` classifier (see :class:`VotingClassifier`)."""
+        return VotingClassifier(self)
+
+
+class VotingClassifier(nn.Module):
+    """A :class:`MajorityVote` as a classifier module: ``forward(x)`` (float N x C x H x W in [0, 1])
+    returns scores ``votes + summed probabilities / (members + 1)``, whose argmax is exactly the
+    vote with its tie-break (the probability term is below one vote). Gradients flow through the
+    members' probabilities (and straight through their defenses), so attacks can target the vote."""
+
+    def __init__(self, ensemble: MajorityVote) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self.members = nn.ModuleList([c for _, c in ensemble.members if isinstance(c, nn.Module)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([classifier(to_float(x if d is None else d(x))) for d, classifier in self.ensemble.members])
+        classes = logits.shape[2]
+        votes = F.one_hot(logits.argmax(2), classes).sum(0).to(logits.dtype)
+        return votes + F.softmax(logits, dim=2).sum(0) / (logits.shape[0] + 1)
+
 
 def as_nchw(x: Any) -> torch.Tensor:
     """Images as an N x C x H x W tensor of their dtype: torch NCHW / CHW, or numpy NHWC, HWC or
@@ -167,5 +189,5 @@ def load_fashion_ensemble(path: str = FASHION_ENSEMBLE_FILE, batch_size: int = 5
     return ensemble
 
 
-__all__ = ["MajorityVote", "VoteResult", "vote", "as_nchw", "to_float", "jpeg_defense", "save_members",
+__all__ = ["MajorityVote", "VotingClassifier", "VoteResult", "vote", "as_nchw", "to_float", "jpeg_defense", "save_members",
            "load_fashion_ensemble", "ENSEMBLE_QUALITIES", "FASHION_ENSEMBLE_FILE"]

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .. import ops, tables
+from .. import ops
 
 QUALITIES = (20, 40, 60, 80)
 
@@ -25,7 +25,7 @@ def quality_table_sets(qualities: Sequence[int]) -> np.ndarray:
     """``K x 3 x 64`` float32 steps: the IJG (luma, chroma, chroma) tables of each quality."""
     if len(qualities) == 0 or len(qualities) > 256:
         raise ValueError(f"qualities must hold 1 to 256 JPEG qualities, got {len(qualities)}")
-    return np.stack([ops._table_set(list(tables.ijg(int(q))), f"quality {q}") for q in qualities])
+    return np.stack([ops._ijg_set(int(q)) for q in qualities])
 
 
 class StochasticLocalQuantization:
