@@ -36,8 +36,12 @@ struct ImageJob {
   // (after colour conversion, downsampling, IDCT and upsampling), as in a real JPEG round trip.
   bool integer_samples = false;
 
+  // Component planes. A plane holds `plane_rows` rows and row r lives at r % plane_rows: the whole
+  // plane when stripes run in parallel, a ring of three stripes when one thread runs them in order
+  // (phase B of stripe s reads chroma rows of stripes s-1 .. s+1), which keeps them in cache.
   float* plane[3] = {nullptr, nullptr, nullptr};
   int64_t plane_stride[3] = {0, 0, 0};
+  int64_t plane_rows[3] = {1, 1, 1};
 
   const BlockTables* tables = nullptr;    // table sets x 3 components
   const uint8_t* block_tables = nullptr;  // this image's table-set index per luma block, or null

@@ -25,22 +25,6 @@ using detail::StripeKernels;
 // Below this many pixels per thread, starting a thread costs more than it saves.
 constexpr int64_t kMinPixelsPerThread = 1 << 16;
 
-struct Factors {
-  int h = 1, v = 1;
-};
-
-Factors chroma_factors(Subsampling subsampling, bool subsampled) {
-  if (!subsampled) return {};
-  switch (subsampling) {
-    case Subsampling::s422:
-      return {2, 1};
-    case Subsampling::s420:
-      return {2, 2};
-    default:
-      return {};
-  }
-}
-
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Runs fn(i, worker) for every i in [0, n) on up to `threads` threads, the caller being worker 0.
@@ -102,24 +86,11 @@ struct Workspace {
   FloatBuffer scratch;
 };
 
-// AAN scale factors: aan(0) = 1, aan(k) = sqrt(2) cos(k pi / 16); aan(4) is 1 exactly.
+// The table sets scaled for the AAN transforms, 3 components each.
 std::vector<detail::BlockTables> aan_tables(const QuantSpec& spec) {
-  double aan[8];
-  const double pi = 3.14159265358979323846;
-  for (int k = 0; k < 8; ++k) aan[k] = k == 0 || k == 4 ? 1.0 : std::sqrt(2.0) * std::cos(k * pi / 16);
   std::vector<detail::BlockTables> out(static_cast<size_t>(spec.table_sets) * 3);
-  for (size_t t = 0; t < out.size(); ++t) {
-    const float* qc = spec.quant + t * 64;
-    const float* qd = spec.dequant + t * 64;
-    for (int u = 0; u < 8; ++u)
-      for (int v = 0; v < 8; ++v) {
-        const double scale = aan[u] * aan[v];
-        const int natural = u * 8 + v, held = v * 8 + u;
-        out[t].divisor[held] = static_cast<float>(qc[natural] * scale * 8.0);
-        out[t].inv_divisor[held] = static_cast<float>(1.0 / (qc[natural] * scale * 8.0));
-        out[t].dequant[held] = static_cast<float>(qd[natural] * scale / 8.0);
-      }
-  }
+  for (int t = 0; t < spec.table_sets; ++t)
+    aan_table_set(spec.quant + t * 192, spec.dequant + t * 192, out[t * 3].divisor);
   return out;
 }
 
@@ -133,7 +104,7 @@ class BatchRunner {
     proto_.channels = C;
     proto_.components = C == 1 ? 1 : 3;
     proto_.ycbcr = spec.color == Color::ycbcr && proto_.components == 3;
-    const Factors f = chroma_factors(spec.subsampling, proto_.ycbcr);
+    const ChromaFactors f = chroma_factors(spec.subsampling, proto_.ycbcr);
     proto_.h_factor = f.h;
     proto_.v_factor = f.v;
     proto_.mcu_height = 8 * f.v;
@@ -147,8 +118,6 @@ class BatchRunner {
     tables_ = aan_tables(spec);
     proto_.tables = tables_.data();
     stripes_ = proto_.padded_height / proto_.mcu_height;
-    plane_floats_ = proto_.padded_height * proto_.padded_width;
-    chroma_floats_ = (proto_.padded_height / f.v) * (proto_.padded_width / f.h);
   }
 
   std::string run(int threads) {
@@ -163,7 +132,7 @@ class BatchRunner {
       std::string error;
       if (N >= threads) {
         error = parallel_for(N, threads, [&](int64_t n, int worker) {
-          ImageJob job = make_job(src, n, workspaces_[worker]);
+          ImageJob job = make_job(src, n, workspaces_[worker], std::min<int64_t>(3, stripes_));
           run_image_sequential(job, workspaces_[worker]);
         });
       } else {
@@ -176,7 +145,8 @@ class BatchRunner {
   }
 
  private:
-  ImageJob make_job(const BatchView& src, int64_t n, Workspace& ws) {
+  // `ring_stripes`: how many stripes of rows the planes hold (all of them, or a ring of three).
+  ImageJob make_job(const BatchView& src, int64_t n, Workspace& ws, int64_t ring_stripes) {
     ImageJob job = proto_;
     const size_t elem = src.dtype == DType::u8 ? 1 : (src.dtype == DType::f32 ? 4 : 8);
     job.in = static_cast<const char*>(src.data) + n * src.stride[0] * static_cast<int64_t>(elem);
@@ -185,13 +155,17 @@ class BatchRunner {
       job.in_stride[d] = src.stride[d + 1];
       job.out_stride[d] = out_.stride[d + 1];
     }
-    const int64_t total = plane_floats_ + (job.components == 3 ? 2 * chroma_floats_ : 0);
-    job.plane[0] = ws.planes.reserve(total);
+    const int64_t luma_rows = ring_stripes * job.mcu_height, chroma_rows = luma_rows / job.v_factor;
+    const int64_t luma_floats = luma_rows * job.padded_width;
+    const int64_t chroma_floats = chroma_rows * (job.padded_width / job.h_factor);
+    job.plane[0] = ws.planes.reserve(luma_floats + (job.components == 3 ? 2 * chroma_floats : 0));
     job.plane_stride[0] = job.padded_width;
+    job.plane_rows[0] = luma_rows;
     if (job.components == 3) {
-      job.plane[1] = job.plane[0] + plane_floats_;
-      job.plane[2] = job.plane[1] + chroma_floats_;
+      job.plane[1] = job.plane[0] + luma_floats;
+      job.plane[2] = job.plane[1] + chroma_floats;
       job.plane_stride[1] = job.plane_stride[2] = job.padded_width / job.h_factor;
+      job.plane_rows[1] = job.plane_rows[2] = chroma_rows;
     }
     if (spec_.block_tables)
       job.block_tables = spec_.block_tables + n * spec_.block_rows * spec_.block_cols;
@@ -219,7 +193,7 @@ class BatchRunner {
 
   // Several threads, one image: all stripes through phase A, then all through phase B.
   std::string run_image_parallel(const BatchView& src, int64_t n, int threads) {
-    const ImageJob job = make_job(src, n, workspaces_[0]);
+    const ImageJob job = make_job(src, n, workspaces_[0], stripes_);
     for (auto& ws : workspaces_) ensure_scratch(ws);
     std::string error = parallel_for(stripes_, threads, [&](int64_t s, int worker) {
       if (!kernels_.phase_a(job, s, workspaces_[worker].scratch.data())) out_of_range_ = true;
@@ -237,60 +211,11 @@ class BatchRunner {
   std::vector<detail::BlockTables> tables_;
   std::vector<Workspace> workspaces_;
   StripeKernels kernels_{};
-  int64_t stripes_ = 0, plane_floats_ = 0, chroma_floats_ = 0;
+  int64_t stripes_ = 0;
   std::atomic<bool> out_of_range_{false};
 };
 
-std::string validate(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
-  std::ostringstream msg;
-  if (!in.data || !out.data) return "null image buffer";
-  if (in.dtype != out.dtype) return "input and output sample types differ";
-  for (int d = 0; d < 4; ++d)
-    if (in.shape[d] != out.shape[d]) return "input and output shapes differ";
-  if (in.shape[0] < 1 || in.shape[1] < 1 || in.shape[2] < 1) {
-    msg << "expected a non-empty batch of images, got N=" << in.shape[0] << " H=" << in.shape[1]
-        << " W=" << in.shape[2];
-    return msg.str();
-  }
-  const int64_t C = in.shape[3];
-  if (C != 1 && C != 3 && C != 4) {
-    msg << "expected 1, 3 or 4 channels, got " << C;
-    return msg.str();
-  }
-  if (spec.passes < 1) return "passes must be at least 1";
-  if (spec.table_sets < 1 || spec.table_sets > 256) return "table_sets must be in 1..256";
-  if (!spec.quant || !spec.dequant) return "missing quantization tables";
-  for (int64_t i = 0; i < static_cast<int64_t>(spec.table_sets) * 192; ++i) {
-    const float q = spec.quant[i], d = spec.dequant[i];
-    if (!(q >= 1e-3f && q <= 65535.f))
-      return "quantization steps must lie in [0.001, 65535]";
-    if (!(d >= 0.f && d <= 65535.f)) return "dequantization steps must lie in [0, 65535]";
-  }
-  if (spec.block_tables) {
-    int64_t rows = 0, cols = 0;
-    padded_blocks(in.shape[1], in.shape[2], spec.subsampling,
-                  spec.color == Color::ycbcr && C != 1, &rows, &cols);
-    if (spec.block_rows != rows || spec.block_cols != cols) {
-      msg << "block table map must be " << rows << " x " << cols << " per image, got "
-          << spec.block_rows << " x " << spec.block_cols;
-      return msg.str();
-    }
-    const int64_t count = in.shape[0] * rows * cols;
-    for (int64_t i = 0; i < count; ++i)
-      if (spec.block_tables[i] >= spec.table_sets)
-        return "block table map names a table set that does not exist";
-  }
-  return {};
-}
-
 }  // namespace
-
-void padded_blocks(int64_t height, int64_t width, Subsampling subsampling, bool subsampled,
-                   int64_t* block_rows, int64_t* block_cols) {
-  const Factors f = chroma_factors(subsampling, subsampled);
-  *block_rows = round_up(height, 8 * f.v) / 8;
-  *block_cols = round_up(width, 8 * f.h) / 8;
-}
 
 std::string quantize(const BatchView& in, const BatchView& out, const QuantSpec& spec,
                      int threads) {

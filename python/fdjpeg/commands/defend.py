@@ -1,0 +1,83 @@
+"""``fdjpeg defend SRC DST``: run a defense over an image file, a folder tree or a list of files."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from .. import batch, defenses
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "defend",
+        help="defend every image under SRC and write the results under DST (same tree)",
+        description=(
+            "Defend every image under SRC (an image file, a folder walked recursively, or a .txt/.lst "
+            "list of paths) and write each result under DST at the same relative path. Inputs are never "
+            "written to; outputs appear whole or not at all. Bad files are reported and skipped; the exit "
+            "status is 1 when any file failed."
+        ),
+    )
+    p.add_argument("src", metavar="SRC", help="image file, folder, or list file (one path a line)")
+    p.add_argument("dst", metavar="DST", help="output folder (or an output .png/.jpg path when SRC is one image)")
+    p.add_argument("--defense", default="fd", help=f"defense name: {', '.join(defenses.names())} (default: %(default)s)")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="defense parameter, repeatable (e.g. --param quality=50 --param passes=2)",
+    )
+    p.add_argument(
+        "--format", choices=sorted(batch.FORMATS), default=None,
+        help="png (lossless: exactly the defended pixels) or jpeg (a JPEG carrying the defense's own "
+        "quantization tables); default png, or from DST's extension",
+    )
+    p.add_argument("--resume", action="store_true", help="skip outputs a previous run finished")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never inputs)")
+    p.add_argument("--threads", type=int, default=None, help="threads of the native core (default: all cores)")
+    p.add_argument("--io-threads", type=int, default=None, help="reader and writer threads each (default: cores, at least 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="images read ahead and defended together (default: %(default)s)")
+    p.add_argument(
+        "--max-pixels", type=int, default=batch.DEFAULT_MAX_PIXELS,
+        help="skip (and report) images with more pixels than this (default: Pillow's %(default)s)",
+    )
+    p.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9", help="PNG zlib level (default: %(default)s)")
+    p.add_argument("--report", default=None, help="where to write the JSON report (default: DST/fdjpeg-report.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        params = batch.parse_params(args.param)
+    except ValueError as exc:
+        print(f"fdjpeg defend: {exc}", file=sys.stderr)
+        return 2
+    previous = _sigterm_as_interrupt()
+    try:
+        summary = batch.defend_files(
+            args.src, args.dst, defense=args.defense, params=params, fmt=args.format, resume=args.resume,
+            overwrite=args.overwrite, threads=args.threads, io_threads=args.io_threads,
+            batch_size=args.batch_size, max_pixels=args.max_pixels, report=args.report,
+            png_level=args.png_level, progress=not args.quiet,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"fdjpeg defend: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(summary.text())
+    return summary.exit_status
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM stops the run like Ctrl-C does (temporary files removed, report written)."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None

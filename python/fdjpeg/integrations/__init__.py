@@ -1,0 +1,1 @@
+"""Adapters for data-processing frameworks (each imports its framework only when used)."""
