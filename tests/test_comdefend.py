@@ -13,8 +13,9 @@ PAPER = {
     "rgb": ([3, 16, 32, 64, 128, 256, 128, 64, 32, 12], [12, 32, 64, 128, 256, 128, 64, 32, 16, 3]),
     "grey": ([1, 32, 64, 128, 256, 128, 64, 64, 32, 4], [4, 32, 64, 64, 128, 256, 128, 64, 32, 1]),
 }
-# Reconstruction PSNR floors (dB) on held-out data: the shipped weights measured (see README) minus 1 dB.
-PSNR_FLOOR = {"rgb": None, "grey": None}
+# Reconstruction PSNR floors (dB) on the held-out inputs of the test below: the shipped weights gave
+# 11.04 (RGB, astronaut crop) and 17.41 (grey, 64 Fashion-MNIST test images); floors are 1 dB lower.
+PSNR_FLOOR = {"rgb": 10.0, "grey": 16.4}
 
 
 def _formula(widths):
@@ -114,27 +115,31 @@ def _psnr(a, b):
     return 10 * np.log10(255.0**2 / mse)
 
 
+def _held_out(variant, photos):
+    if variant == "rgb":
+        return photos["astronaut"][192:320, 192:320]  # astronaut is held out of the RGB training
+    from fdjpeg.datasets import fashion_mnist
+
+    return fashion_mnist("test")[0][:64]  # N x 28 x 28 from the test split
+
+
 @pytest.mark.parametrize("variant", ["rgb", "grey"])
 def test_shipped_weights_reconstruct_held_out_images(variant, photos):
     assert os.path.exists(cd.weights_path(variant))
     defend = defenses.build("comdefend", variant=variant)
-    if variant == "rgb":
-        img = photos["astronaut"][128:384, 128:384]  # held out of training
-    else:
-        from fdjpeg.datasets import fashion_mnist
-
-        img = fashion_mnist("test")[0][:200]  # N x 28 x 28, the test split
+    img = _held_out(variant, photos)
     out = defend(img)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert _psnr(out, img) > PSNR_FLOOR[variant]
-    t = torch.from_numpy(img.copy())
+    # torch float NCHW in -> float NCHW out, the same reconstruction
+    part = img[:32, :32] if variant == "rgb" else img[:4]
+    t = torch.from_numpy(part.copy())
     t = t.permute(2, 0, 1)[None] if variant == "rgb" else t[:, None]
     y = defend(t.float() / 255)
     assert y.dtype == torch.float32 and y.shape == t.shape
-    expected = out if variant == "rgb" else out[:, None]
     got = torch.round(y * 255).to(torch.uint8).numpy()
-    got = got[0].transpose(1, 2, 0) if variant == "rgb" else got
-    assert np.abs(got.astype(int) - expected.reshape(got.shape).astype(int)).max() <= 1
+    got = got[0].transpose(1, 2, 0) if variant == "rgb" else got[:, 0]
+    assert np.abs(got.astype(int) - defend(part).astype(int)).max() <= 1
 
 
 def test_straight_through_gradient_and_registry():

@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         "iterations": it, "seconds": f"{spent:.0f}", "batch": args.batch, "seed": args.seed,
         "threads": args.threads, **{f"psnr_{k}": f"{v:.2f}" for k, v in scores.items()},
     })
-    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB) after {it} iterations, {spent / 60:.1f} min")
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB) after {it} iterations, {spent / 60:.1f} min "
+          f"(this run: {time.process_time() / 60:.1f} CPU min)")
     return 0
 
 

@@ -251,7 +251,7 @@ def _defend_numpy(x: np.ndarray, model: ComDefend, batch_size: int) -> np.ndarra
     nhwc = nhwc[None] if nhwc.ndim == 3 else nhwc
     if nhwc.ndim != 4:
         raise ValueError(f"numpy images must be HW, HWC or NHWC, got shape {x.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(nhwc)).permute(0, 3, 1, 2)
+    t = torch.from_numpy(np.array(nhwc, copy=True)).permute(0, 3, 1, 2)  # a copy: input may be read-only
     out = _defend_torch(t, model, batch_size).permute(0, 2, 3, 1).numpy()
     return np.ascontiguousarray(out.reshape(x.shape))
 
