@@ -128,7 +128,7 @@ def as_nchw(x: Any) -> torch.Tensor:
         arr = arr[None] if arr.ndim == 3 else arr
         if arr.ndim != 4:
             raise ValueError(f"numpy images must be NHWC, HWC or N x H x W grey, got shape {x.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
+        t = torch.from_numpy(np.array(arr, copy=True)).permute(0, 3, 1, 2)  # a copy: input may be read-only
     elif isinstance(x, torch.Tensor):
         t = x[None] if x.ndim == 3 else x
         if t.ndim != 4:
