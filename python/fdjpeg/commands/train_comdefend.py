@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--evaluate", metavar="WEIGHTS",
+                   help="only report the held-out PSNR of these weights ('shipped': fdjpeg's own), no training")
     p.set_defaults(run=run)
 
 
@@ -54,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
 
     train, held_out = _data(args)
+    if args.evaluate:
+        path = None if args.evaluate == "shipped" else args.evaluate
+        scores = _evaluate(comdefend.load(args.variant, args.arch, path=path), held_out, args)
+        for name, value in scores.items():
+            print(f"held-out PSNR {name}: {value:.2f} dB")
+        return 0
     # channels-last runs oneDNN's fastest CPU convolutions (about 3x here on 32x32 batches)
     model = comdefend.ComDefend(args.variant, args.arch).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -148,7 +156,9 @@ def _batch(train, args: argparse.Namespace, rng: np.random.Generator) -> np.ndar
 
 
 def _evaluate(model, held_out, args) -> dict:
-    """PSNR (dB, over 8-bit pixels as a viewer sees them) of the binary-code reconstruction."""
+    """PSNR (dB, over 8-bit pixels as a viewer sees them) of the binary-code reconstruction, whole
+    image and in 32x32 tiles; and, as a diagnosis of training, of the reconstruction from the noisy
+    training-time code sigmoid(ComCNN(x) - N(0, 20^2)) (not what the defense does)."""
     import torch
 
     from ..defenses import comdefend
@@ -164,4 +174,18 @@ def _evaluate(model, held_out, args) -> dict:
                 mse = float(torch.mean((y - ref) ** 2))
                 scores[f"{name}{'' if tile is None else '-tiled32'}"] = 10 * np.log10(255.0**2 / max(mse, 1e-12))
             model.tile = None
+            gen = torch.Generator().manual_seed(args.seed)
+            y = torch.cat([_noisy_reconstruction(model, x[i : i + 50], gen) for i in range(0, len(x), 50)])
+            mse = float(torch.mean((torch.round(y * 255) - ref) ** 2))
+            scores[f"{name}-noisy-code"] = 10 * np.log10(255.0**2 / max(mse, 1e-12))
     return scores
+
+
+def _noisy_reconstruction(model, x, gen):
+    import torch
+
+    from ..defenses.comdefend import TRAIN_SIGMA
+
+    logits = model.com(x)
+    noise = torch.randn(logits.shape, generator=gen, dtype=logits.dtype) * TRAIN_SIGMA
+    return model.rec(torch.sigmoid(logits - noise))
