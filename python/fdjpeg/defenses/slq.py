@@ -25,7 +25,7 @@ def quality_table_sets(qualities: Sequence[int]) -> np.ndarray:
     """``K x 3 x 64`` float32 steps: the IJG (luma, chroma, chroma) tables of each quality."""
     if len(qualities) == 0 or len(qualities) > 256:
         raise ValueError(f"qualities must hold 1 to 256 JPEG qualities, got {len(qualities)}")
-    return np.stack([ops._ijg_set(int(q)) for q in qualities])
+    return np.stack([ops.ijg_table_set(int(q)) for q in qualities])
 
 
 class StochasticLocalQuantization:
@@ -45,7 +45,7 @@ class StochasticLocalQuantization:
                  threads: Optional[int] = None) -> None:
         self.qualities = tuple(int(q) for q in qualities)
         self.sets = quality_table_sets(self.qualities)
-        ops._choice(subsampling, ops.SUBSAMPLINGS, "subsampling")
+        ops.subsampling_code(subsampling)
         self.subsampling = subsampling
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.threads = threads
