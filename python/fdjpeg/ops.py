@@ -104,7 +104,7 @@ def jpeg(
 ) -> Any:
     """A standard JPEG round trip (encode + decode, without the entropy coding that is lossless):
     libjpeg's tables at ``quality``, YCbCr, level shift, chroma ``subsampling``."""
-    steps = _ijg_set(_tables.check_quality(quality))
+    steps = ijg_table_set(_tables.check_quality(quality))
     return run_pipeline(
         x, steps[None], steps[None], color="ycbcr", subsampling=subsampling, level_shift=True, passes=1, threads=threads
     )
@@ -134,7 +134,7 @@ def run_pipeline(
     """Run the core with K table sets (``K x 3 x 64`` arrays). ``block_tables(n, rows, cols)``, if
     given, returns the ``n x rows x cols`` uint8 map choosing a table set for each 8x8 block."""
     color_code = _choice(color, COLORS, "color")
-    sub_code = _choice(subsampling, SUBSAMPLINGS, "subsampling")
+    sub_code = subsampling_code(subsampling)
     if color_code == 0 and sub_code != 0:
         raise ValueError(f"subsampling={subsampling!r} needs color='ycbcr' (chroma is what gets subsampled)")
     passes = _positive_int(passes, "passes")
@@ -275,7 +275,8 @@ def _fd_default_set() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=128)
-def _ijg_set(quality: int) -> np.ndarray:
+def ijg_table_set(quality: int) -> np.ndarray:
+    """libjpeg's (luma, chroma, chroma) tables at ``quality`` as a read-only 3 x 64 float32 set."""
     return _readonly(_table_set(list(_tables.ijg(quality)), "tables"))
 
 
@@ -305,6 +306,11 @@ def _table_set(tables: Tables, name: str) -> np.ndarray:
     else:
         raise ValueError(f"{name} must be an 8x8 table or a sequence of 1-3 of them, got shape {arr.shape}")
     return np.stack(checked).reshape(3, 64).astype(np.float32)
+
+
+def subsampling_code(value: Any) -> int:
+    """The core's code for a subsampling name (``"444"``, ``"4:2:0"`` ...), or a ValueError."""
+    return _choice(value, SUBSAMPLINGS, "subsampling")
 
 
 def _choice(value: Any, options: dict, name: str) -> int:

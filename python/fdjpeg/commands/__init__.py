@@ -7,5 +7,7 @@ COMMAND_MODULES = (
     "fdjpeg.commands.defend",
     "fdjpeg.commands.train_classifier",
     "fdjpeg.commands.classifiers",
+    "fdjpeg.commands.train_comdefend",
+    "fdjpeg.commands.train_ensemble",
     "fdjpeg.commands.eval",
 )

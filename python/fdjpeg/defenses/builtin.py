@@ -48,3 +48,80 @@ register(
     description="Feature Distillation (Liu et al. 2019): RGB 8x8 DCT, table 25/30",
 )
 register("jpeg", _jpeg, quality=75, subsampling="420", threads=None, description="standard JPEG round trip")
+
+
+def _slq(qualities=(20, 40, 60, 80), subsampling: str = "444", seed=None, threads=None):
+    from .slq import StochasticLocalQuantization
+
+    return StochasticLocalQuantization(qualities, subsampling=subsampling, seed=seed, threads=threads)
+
+
+register(
+    "slq",
+    _slq,
+    random=True,
+    qualities=(20, 40, 60, 80),
+    subsampling="444",
+    seed=None,
+    threads=None,
+    description="SHIELD stochastic local quantization (Das et al. 2018): each 8x8 block at a random JPEG quality",
+)
+
+
+def _webp_flip(quality: int = 60, axis: str = "horizontal", order: str = "before", flip_back: bool = False,
+               method: int = 4, threads=None):
+    from .webp_flip import WebPFlip
+
+    return WebPFlip(quality, axis=axis, order=order, flip_back=flip_back, method=method, threads=threads)
+
+
+register(
+    "webp-flip",
+    _webp_flip,
+    quality=60,
+    axis="horizontal",
+    order="before",
+    flip_back=False,
+    method=4,
+    threads=None,
+    description="left-right flip then WebP via libwebp (Yin et al. 2020)",
+)
+
+
+def _comdefend(variant: str = "rgb", arch: str = "plain", tile=None, weights=None, device=None, batch_size: int = 64):
+    from .comdefend import build
+
+    return build(variant, arch, tile, weights, device, batch_size)
+
+
+_COMDEFEND = dict(arch="plain", tile=None, weights=None, device=None, batch_size=64)
+register(
+    "comdefend",
+    _comdefend,
+    variant="rgb",
+    **_COMDEFEND,
+    description="ComDefend (Jia et al. 2019): ComCNN -> 12-bit binary code -> RecCNN; shipped RGB weights",
+)
+register(
+    "comdefend-grey",
+    _comdefend,
+    variant="grey",
+    **_COMDEFEND,
+    description="ComDefend grey-scale variant (4-bit code), shipped weights trained on Fashion-MNIST",
+)
+
+
+def _ensemble_fashion(path=None, batch_size: int = 500):
+    from .ensemble import FASHION_ENSEMBLE_FILE, load_fashion_ensemble
+
+    return load_fashion_ensemble(path or FASHION_ENSEMBLE_FILE, batch_size)
+
+
+register(
+    "ensemble-fashion",
+    _ensemble_fashion,
+    path=None,
+    batch_size=500,
+    description="a classifier, not an image transform: majority vote of FashionCNNs fine-tuned on JPEG 20/40/60/80 "
+    "(Zhang & Gao 2021; SHIELD's vaccinated ensemble); returns VoteResult, .as_classifier() gives an nn.Module",
+)

@@ -1,0 +1,308 @@
+"""ComDefend (Jia et al., CVPR 2019): a compression CNN and a reconstruction CNN.
+
+ComCNN maps an image to a 12-channel code map (4 channels for grey images) at full resolution; at
+inference each code value is binarised at 0.5 after a sigmoid, so the image is carried by 12 bits a
+pixel, and RecCNN rebuilds it. Adversarial perturbations are small and do not survive the binary
+code. Training uses clean images only: Gaussian noise (sigma 20) is subtracted from the code logits
+before the sigmoid, which forces ComCNN to emit logits far from 0, i.e. codes that binarise without
+loss (see :func:`training_loss`).
+
+Layer widths (3x3 convolutions, stride 1, same padding, ELU between, the last one linear):
+
+* RGB:  ComCNN 3-16-32-64-128-256-128-64-32-12, RecCNN 12-32-64-128-256-128-64-32-16-3 + sigmoid
+* grey: ComCNN 1-32-64-128-256-128-64-64-32-4,  RecCNN 4-32-64-64-128-256-128-64-32-1 + sigmoid
+
+and a residual variant in which ResNet bottleneck blocks (1x1-3x3-1x1 with BatchNorm and ReLU, a
+projection shortcut) replace the convolution stacks, with 1x1 heads to the code and to the image.
+
+Weights trained by ``fdjpeg train-comdefend`` ship in :mod:`fdjpeg.weights` as safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+WIDTHS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
+    "rgb": ((3, 16, 32, 64, 128, 256, 128, 64, 32, 12), (12, 32, 64, 128, 256, 128, 64, 32, 16, 3)),
+    "grey": ((1, 32, 64, 128, 256, 128, 64, 64, 32, 4), (4, 32, 64, 64, 128, 256, 128, 64, 32, 1)),
+}
+ARCHS = ("plain", "residual")
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+TRAIN_SIGMA = 20.0  # noise subtracted from the code logits during training
+CODE_PENALTY = 1e-4  # weight of mean(code^2) in the loss
+
+
+# ------------------------------------------------------------------------------------------------
+# Networks
+
+
+class ConvStack(nn.Sequential):
+    """3x3 convolutions with ELU between them (none after the last one)."""
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        layers = []
+        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+            if i < len(widths) - 2:
+                layers.append(nn.ELU())
+        super().__init__(*layers)
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck: 1x1 (reduce) - 3x3 - 1x1 (expand), BatchNorm and ReLU, projection shortcut."""
+
+    def __init__(self, cin: int, mid: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResidualStack(nn.Sequential):
+    """Bottleneck blocks through ``widths`` (mid width a quarter of the output), then a 1x1 head."""
+
+    def __init__(self, widths: Sequence[int], out_channels: int) -> None:
+        blocks = [Bottleneck(cin, max(cout // 4, 8), cout) for cin, cout in zip(widths[:-1], widths[1:])]
+        super().__init__(*blocks, nn.Conv2d(widths[-1], out_channels, 1))
+
+
+def _residual_widths(image_channels: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    return (image_channels, 64, 128, 256), (256, 128, 64)
+
+
+class ComCNN(nn.Module):
+    """Image in [0, 1] (N x C x H x W) -> code logits (N x K x H x W); the input is shifted by -0.5."""
+
+    def __init__(self, variant: str = "rgb", arch: str = "plain") -> None:
+        super().__init__()
+        com, _ = WIDTHS[_check_variant(variant)]
+        if _check_arch(arch) == "plain":
+            self.net = ConvStack(com)
+        else:
+            self.net = ResidualStack(_residual_widths(com[0])[0], com[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x - 0.5)
+
+
+class RecCNN(nn.Module):
+    """Code (N x K x H x W, values in [0, 1]) -> image in [0, 1]."""
+
+    def __init__(self, variant: str = "rgb", arch: str = "plain") -> None:
+        super().__init__()
+        _, rec = WIDTHS[_check_variant(variant)]
+        if _check_arch(arch) == "plain":
+            self.net = ConvStack(rec)
+        else:
+            self.net = ResidualStack((rec[0], *_residual_widths(rec[-1])[1]), rec[-1])
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(code))
+
+
+class ComDefend(nn.Module):
+    """The defense: ComCNN, binary code (sigmoid > 0.5), RecCNN.
+
+    ``forward`` takes float N x C x H x W in [0, 1] of any size (the networks are fully
+    convolutional); ``tile=32`` instead cuts the image into 32 x 32 patches as the authors do (edge
+    patches padded by replication) and stitches the results. When the input requires grad, the
+    binarisation passes the gradient of the sigmoid straight through (BPDA), so attacks can be run
+    against the whole defense.
+    """
+
+    def __init__(self, variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None) -> None:
+        super().__init__()
+        self.variant, self.arch = _check_variant(variant), _check_arch(arch)
+        self.com = ComCNN(variant, arch)
+        self.rec = RecCNN(variant, arch)
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+            raise ValueError(f"tile must be None (whole image) or a positive patch size, got {tile!r}")
+        self.tile = tile
+
+    @property
+    def channels(self) -> int:
+        return WIDTHS[self.variant][0][0]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The binary code (0.0 / 1.0) of ``x``."""
+        soft = torch.sigmoid(self.com(x))
+        hard = (soft > 0.5).to(soft.dtype)
+        return hard + (soft - soft.detach()) if soft.requires_grad else hard
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"ComDefend ({self.variant}) takes N x {self.channels} x H x W tensors, got shape {tuple(x.shape)}"
+            )
+        if self.tile is None:
+            return self.rec(self.encode(x))
+        return _tiled(lambda p: self.rec(self.encode(p)), x, self.tile)
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, arch={self.arch!r}, tile={self.tile}"
+
+
+def _tiled(fn, x: torch.Tensor, tile: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    ph, pw = -h % tile, -w % tile
+    padded = nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+    rows, cols = padded.shape[2] // tile, padded.shape[3] // tile
+    patches = padded.reshape(n, c, rows, tile, cols, tile).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, tile, tile)
+    out = fn(patches)
+    out = out.reshape(n, rows, cols, c, tile, tile).permute(0, 3, 1, 4, 2, 5).reshape(n, c, rows * tile, cols * tile)
+    return out[:, :, :h, :w]
+
+
+def training_loss(model: ComDefend, x: torch.Tensor, generator: Optional[torch.Generator] = None,
+                  sigma: float = TRAIN_SIGMA) -> Tuple[torch.Tensor, torch.Tensor]:
+    """ComDefend's training objective on clean images ``x`` (float N x C x H x W in [0, 1]).
+
+    code = sigmoid(ComCNN(x) - N(0, sigma^2)); loss = MSE(RecCNN(code), x) + 1e-4 * mean(code^2).
+    Returns ``(loss, mse)``.
+    """
+    logits = model.com(x)
+    noise = torch.randn(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype) * sigma
+    code = torch.sigmoid(logits - noise)
+    mse = torch.mean((model.rec(code) - x) ** 2)
+    return mse + CODE_PENALTY * torch.mean(code**2), mse
+
+
+# ------------------------------------------------------------------------------------------------
+# Weights
+
+
+def weights_path(variant: str = "rgb", arch: str = "plain") -> str:
+    """Where the shipped weights of a variant live (``fdjpeg/weights/comdefend-<variant>[-residual]``)."""
+    suffix = "" if _check_arch(arch) == "plain" else "-residual"
+    return os.path.join(WEIGHTS_DIR, f"comdefend-{_check_variant(variant)}{suffix}.safetensors")
+
+
+def save_weights(model: ComDefend, path: str, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Write ``model``'s parameters as float16 safetensors (half the size; PSNR change < 0.01 dB)."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
+    meta = {"variant": model.variant, "arch": model.arch, **(metadata or {})}
+    save_file(tensors, path, metadata={k: str(v) for k, v in meta.items()})
+
+
+def load(variant: str = "rgb", arch: str = "plain", path: Optional[str] = None, tile: Optional[int] = None,
+         device: Any = None) -> ComDefend:
+    """A :class:`ComDefend` in eval mode with weights from ``path`` (default: the shipped ones)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = weights_path(variant, arch) if path is None else path
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"no ComDefend weights at {path}; train them with `fdjpeg train-comdefend --variant {variant} --arch {arch}`"
+        )
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("variant", variant) != variant or meta.get("arch", arch) != arch:
+        raise ValueError(f"{path} holds a {meta.get('variant')}/{meta.get('arch')} model, not {variant}/{arch}")
+    model = ComDefend(variant, arch, tile)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    model.load_state_dict(state)
+    model.metadata = meta
+    return model.eval().to(device) if device is not None else model.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# The defense as a plain callable on numpy / torch batches
+
+
+def defend(x: Any, model: ComDefend, *, batch_size: int = 64) -> Any:
+    """Run ``model`` on images ``x`` and return the same kind of object.
+
+    ``x``: numpy uint8 (0..255) or float (0..1) HWC / NHWC (HW for grey), or a torch tensor uint8 /
+    float CHW / NCHW on the CPU or a GPU (the model is moved to the tensor's device). Processed in
+    batches of ``batch_size`` images; torch inputs that require grad keep their graph (binarisation
+    is straight-through).
+    """
+    if isinstance(x, np.ndarray):
+        return _defend_numpy(x, model, batch_size)
+    if isinstance(x, torch.Tensor):
+        return _defend_torch(x, model, batch_size)
+    raise TypeError(f"expected a numpy array or a torch tensor, got {type(x).__module__}.{type(x).__name__}")
+
+
+def _defend_numpy(x: np.ndarray, model: ComDefend, batch_size: int) -> np.ndarray:
+    if x.dtype not in (np.uint8, np.float32, np.float64):
+        raise TypeError(f"numpy images must be uint8 (0..255) or float32/float64 (0..1), got {x.dtype}")
+    if x.ndim == 2 or (x.ndim == 3 and model.channels == 1 and x.shape[-1] != 1):
+        nhwc = x[..., None]  # HW, or N x H x W grey
+    else:
+        nhwc = x
+    nhwc = nhwc[None] if nhwc.ndim == 3 else nhwc
+    if nhwc.ndim != 4:
+        raise ValueError(f"numpy images must be HW, HWC or NHWC, got shape {x.shape}")
+    t = torch.from_numpy(np.array(nhwc, copy=True)).permute(0, 3, 1, 2)  # a copy: input may be read-only
+    out = _defend_torch(t, model, batch_size).permute(0, 2, 3, 1).numpy()
+    return np.ascontiguousarray(out.reshape(x.shape))
+
+
+def _defend_torch(x: torch.Tensor, model: ComDefend, batch_size: int) -> torch.Tensor:
+    if not (x.dtype == torch.uint8 or x.is_floating_point()):
+        raise TypeError(f"torch images must be uint8 (0..255) or floating point (0..1), got {x.dtype}")
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"torch images must be HW, CHW or NCHW, got shape {tuple(x.shape)}")
+    nchw = x.reshape(1, 1, *x.shape) if x.ndim == 2 else (x[None] if x.ndim == 3 else x)
+    if x.is_floating_point() and not x.requires_grad:
+        lo, hi = float(nchw.min()), float(nchw.max())
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"float images must hold values in [0, 1]; got min {lo:.6g}, max {hi:.6g}")
+    if next(model.parameters()).device != x.device:
+        model.to(x.device)
+    work = nchw.float() / 255.0 if x.dtype == torch.uint8 else nchw.float()
+    grad = x.requires_grad and torch.is_grad_enabled()
+    with torch.set_grad_enabled(grad):
+        parts = [model(work[i : i + batch_size]) for i in range(0, work.shape[0], batch_size)]
+    out = torch.cat(parts).reshape(x.shape)
+    if x.dtype == torch.uint8:
+        return torch.round(out * 255.0).clamp_(0, 255).to(torch.uint8)
+    return out.to(x.dtype)
+
+
+def build(variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None, weights: Optional[str] = None,
+          device: Any = None, batch_size: int = 64):
+    """The registry factory: load the model once, return ``x -> defend(x, model)``."""
+    model = load(variant, arch, weights, tile, device)
+    return lambda x: defend(x, model, batch_size=batch_size)
+
+
+def conv_parameter_count(widths: Sequence[int], kernel: int = 3) -> int:
+    """Parameters of a stack of ``kernel x kernel`` convolutions with biases: sum(k*k*cin*cout + cout)."""
+    return sum(kernel * kernel * cin * cout + cout for cin, cout in zip(widths[:-1], widths[1:]))
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in WIDTHS:
+        raise ValueError(f"variant must be one of {sorted(WIDTHS)}, got {variant!r}")
+    return variant
+
+
+def _check_arch(arch: str) -> str:
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
+    return arch
+
+
+__all__ = [
+    "ComCNN", "RecCNN", "ComDefend", "Bottleneck", "training_loss", "load", "save_weights", "weights_path",
+    "defend", "build", "conv_parameter_count", "WIDTHS",
+]

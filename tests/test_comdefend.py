@@ -1,0 +1,157 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fdjpeg import defenses
+from fdjpeg.defenses import comdefend as cd
+
+# The widths of the paper / the authors' code, written out here independently of the module.
+PAPER = {
+    "rgb": ([3, 16, 32, 64, 128, 256, 128, 64, 32, 12], [12, 32, 64, 128, 256, 128, 64, 32, 16, 3]),
+    "grey": ([1, 32, 64, 128, 256, 128, 64, 64, 32, 4], [4, 32, 64, 64, 128, 256, 128, 64, 32, 1]),
+}
+# Reconstruction PSNR floors (dB) on the held-out inputs of the test below: the shipped weights gave
+# 11.04 (RGB, astronaut crop) and 17.41 (grey, 64 Fashion-MNIST test images); floors are 1 dB lower.
+# The RGB weights are under-trained (see README): their floor guards the file, not the quality.
+PSNR_FLOOR = {"rgb": 10.0, "grey": 16.4}
+
+
+def _formula(widths):
+    return sum(3 * 3 * cin * cout + cout for cin, cout in zip(widths[:-1], widths[1:]))
+
+
+@pytest.mark.parametrize("variant", ["rgb", "grey"])
+def test_layer_shapes_and_parameter_counts(variant):
+    com_w, rec_w = PAPER[variant]
+    model = cd.ComDefend(variant)
+    for net, widths in ((model.com, com_w), (model.rec, rec_w)):
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+        assert [tuple(c.weight.shape) for c in convs] == [(o, i, 3, 3) for i, o in zip(widths[:-1], widths[1:])]
+        assert all(c.padding == (1, 1) and c.stride == (1, 1) for c in convs)
+        assert sum(isinstance(m, nn.ELU) for m in net.modules()) == len(convs) - 1
+        assert sum(p.numel() for p in net.parameters()) == _formula(widths)
+    assert _formula(com_w) + _formula(rec_w) == cd.conv_parameter_count(com_w) + cd.conv_parameter_count(rec_w)
+
+
+def test_code_is_binary_and_any_size_works():
+    torch.manual_seed(0)
+    model = cd.ComDefend("rgb").eval()
+    x = torch.rand(2, 3, 37, 45)
+    code = model.encode(x)
+    assert code.shape == (2, 12, 37, 45)
+    assert set(torch.unique(code).tolist()) <= {0.0, 1.0}
+    assert code.min() == 0 and code.max() == 1
+    with torch.no_grad():
+        full, tiled = model(x), cd.ComDefend("rgb", tile=32).eval()
+        tiled.load_state_dict(model.state_dict())
+        assert tiled(x).shape == full.shape == x.shape
+    # the first patch of the tiled run is the model applied to that patch alone
+    with torch.no_grad():
+        torch.testing.assert_close(tiled(x)[:, :, :32, :32], model(x[:, :, :32, :32]))
+
+
+def test_input_shift_and_sigmoid_output():
+    model = cd.ComDefend("grey").eval()
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.com(x), model.com.net(x - 0.5))
+        y = model(x)
+    assert 0 <= y.min() and y.max() <= 1
+
+
+def test_training_loss_matches_definition():
+    torch.manual_seed(1)
+    model = cd.ComDefend("grey")
+    x = torch.rand(3, 1, 12, 12)
+    loss, mse = cd.training_loss(model, x, torch.Generator().manual_seed(5))
+    logits = model.com(x)
+    noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(5)) * 20.0
+    code = torch.sigmoid(logits - noise)
+    ref_mse = torch.mean((model.rec(code) - x) ** 2)
+    torch.testing.assert_close(mse, ref_mse)
+    torch.testing.assert_close(loss, ref_mse + 1e-4 * torch.mean(code**2))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_residual_variant():
+    model = cd.ComDefend("rgb", "residual").eval()
+    blocks = [m for m in model.modules() if isinstance(m, cd.Bottleneck)]
+    assert blocks and all(isinstance(b.shortcut[0], nn.Conv2d) and b.shortcut[0].kernel_size == (1, 1) for b in blocks)
+    assert [b.body[i].kernel_size for b in blocks[:1] for i in (0, 3, 6)] == [(1, 1), (3, 3), (1, 1)]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 4 * len(blocks)
+    heads = [model.com.net[-1], model.rec.net[-1]]
+    assert [(h.kernel_size, h.out_channels) for h in heads] == [((1, 1), 12), ((1, 1), 3)]
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 20, 24)).shape == (2, 3, 20, 24)
+        assert set(torch.unique(model.encode(torch.rand(1, 3, 8, 8))).tolist()) <= {0.0, 1.0}
+
+
+def test_save_load_roundtrip_and_errors(tmp_path):
+    torch.manual_seed(2)
+    model = cd.ComDefend("grey").eval()
+    path = str(tmp_path / "g.safetensors")
+    cd.save_weights(model, path, {"note": "test"})
+    loaded = cd.load("grey", path=path)
+    assert loaded.metadata["note"] == "test"
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        diff = (loaded(x) - model(x)).abs().max()
+    assert diff < 0.05  # float16 storage; binarised codes may flip only at logits ~ 0 of an untrained net
+    with pytest.raises(ValueError, match="rgb"):
+        cd.load("rgb", path=path)
+    with pytest.raises(FileNotFoundError, match="train-comdefend"):
+        cd.load("grey", path=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(ValueError, match="variant"):
+        cd.ComDefend("cmyk")
+    with pytest.raises(ValueError, match="N x 1 x H x W"):
+        loaded(torch.rand(1, 3, 8, 8))
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def _held_out(variant, photos):
+    if variant == "rgb":
+        return photos["astronaut"][192:320, 192:320]  # astronaut is held out of the RGB training
+    from fdjpeg.datasets import fashion_mnist
+
+    return fashion_mnist("test")[0][:64]  # N x 28 x 28 from the test split
+
+
+@pytest.mark.parametrize("variant", ["rgb", "grey"])
+def test_shipped_weights_reconstruct_held_out_images(variant, photos):
+    assert os.path.exists(cd.weights_path(variant))
+    defend = defenses.build("comdefend", variant=variant)
+    img = _held_out(variant, photos)
+    out = defend(img)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert _psnr(out, img) > PSNR_FLOOR[variant]
+    # torch float NCHW in -> float NCHW out, the same reconstruction
+    part = img[:32, :32] if variant == "rgb" else img[:4]
+    t = torch.from_numpy(part.copy())
+    t = t.permute(2, 0, 1)[None] if variant == "rgb" else t[:, None]
+    y = defend(t.float() / 255)
+    assert y.dtype == torch.float32 and y.shape == t.shape
+    got = torch.round(y * 255).to(torch.uint8).numpy()
+    got = got[0].transpose(1, 2, 0) if variant == "rgb" else got[:, 0]
+    assert np.abs(got.astype(int) - defend(part).astype(int)).max() <= 1
+
+
+def test_straight_through_gradient_and_registry():
+    spec = defenses.spec("comdefend")
+    assert not spec.random
+    model = cd.load("grey")
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    y = cd.defend(x, model)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cd.defend(torch.full((1, 1, 8, 8), 2.0), model)
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        cd.defend([[0.5]], model)
