@@ -230,5 +230,6 @@ def test_a_classifier_defense_replaces_the_model(task):
     res = evaluate([task], [("vote", vote)], ["fgsm"], epsilons=[0.1], n_images=16, batch_size=16, progress=False)
     x, y = task.images[:16], task.labels[:16]
     assert res.accuracy(task.name, "vote") == predict_accuracy(vote.as_classifier(), x, y)
+    assert next(r for r in res.records if r["defense"] == "vote")["defense_s_per_image"] is None
     adv = attacks.fgsm(task.model, x, y, 0.1)
     assert res.accuracy(task.name, "vote", "fgsm", 0.1, "gray-box") == predict_accuracy(vote.as_classifier(), adv, y)

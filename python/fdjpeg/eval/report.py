@@ -91,7 +91,7 @@ class Results:
                 out.append("|" + "---|" * len(header))
                 for d in defenses:
                     clean = _find(rows, d, "clean", None, "-")
-                    cells = [d, _pct(clean), f"{1e3 * clean['defense_s_per_image']:.3g}" if clean else ""]
+                    cells = [d, _pct(clean), f"{1e3 * clean['defense_s_per_image']:.3g}" if clean and clean["defense_s_per_image"] is not None else ""]
                     for a, e in cols:
                         r = _find(rows, d, a, e, tm)
                         cell = _pct(r)
