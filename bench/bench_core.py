@@ -35,7 +35,7 @@ def main() -> None:
         pairs = [
             (fd, "Pillow, FD table 4:4:4", lambda: benchmarks.pillow_roundtrip(img, [fd_q.ravel()] * 2, 0), args.repeat),
             (fd, "numpy FD (vectorised)", lambda: benchmarks.numpy_feature_distill(img, fd_q.astype(np.float32)), 5),
-            (fd, "authors-style FD (Python loop)", lambda: benchmarks.authors_style_feature_distill(img, fd_q), 2),
+            (fd, "authors-style FD (Python loop)", lambda: benchmarks.authors_style_feature_distill(img, fd_q), 5),
             (jp, "Pillow q75 4:2:0", lambda: benchmarks.pillow_roundtrip(img, jpeg_q, 2), args.repeat),
         ]
         for (ours_name, ours), peer_name, peer, repeat in pairs:
