@@ -136,7 +136,7 @@ PEERS: List[Peer] = [
     Peer("fdjpeg jpeg q75 4:2:0", lambda: lambda b: ops.jpeg(b, 75)),
     Peer("fdjpeg SLQ", _fdjpeg_registered("slq")),
     Peer("fdjpeg WebP+flip", _fdjpeg_registered("webp-flip")),
-    Peer("fdjpeg ComDefend", _fdjpeg_registered("comdefend")),
+    Peer("fdjpeg ComDefend", _fdjpeg_registered("comdefend"), max_images=1),
     Peer(
         "Pillow JPEG, FD table 4:4:4",
         lambda: _per_image(lambda img: pillow_roundtrip(img, [tables.feature_distillation().ravel()] * 2, 0)),
