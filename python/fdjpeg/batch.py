@@ -338,10 +338,13 @@ def defend_files(
     report: Optional[str] = None,
     png_level: int = 1,
     progress: bool = True,
+    stop: Optional[threading.Event] = None,
 ) -> Summary:
     """Defend every image under ``src`` into ``dst`` (see the module doc). Returns the summary;
-    the report (JSON) goes to ``report`` or ``DST/fdjpeg-report.json``. KeyboardInterrupt (Ctrl-C,
-    or SIGTERM turned into it by the command) stops the run with no partial output left behind."""
+    the report (JSON) goes to ``report`` or ``DST/fdjpeg-report.json``. KeyboardInterrupt (Ctrl-C),
+    or ``stop`` being set (the command sets it from SIGINT / SIGTERM), stops the run with no partial
+    output left behind; with ``stop`` the run ends at the next safe point and raises
+    KeyboardInterrupt there."""
     params = dict(params or {})
     if fmt is None:
         fmt = "jpeg" if os.path.splitext(dst)[1].lower() in (".jpg", ".jpeg") else "png"
@@ -372,6 +375,7 @@ def defend_files(
     start = time.perf_counter()
     bar = Progress(len(todo), progress)
     runner = _Runner(defend, fmt, jpeg_file, png_level, max_pixels, io_threads, batch_size, manifest_path, the_plan.dst_root, settings)
+    runner.stop = stop or threading.Event()
     interrupted = False
     try:
         runner.run(todo, outcomes, bar)
@@ -424,6 +428,11 @@ class _Runner:
         self.manifest_path, self.root, self.settings = manifest_path, root, settings
         self.temps: set = set()
         self.abort = threading.Event()
+        self.stop = threading.Event()  # set from outside (a signal handler) to stop at a safe point
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
 
     def run(self, todo: List[Task], outcomes: List[Outcome], bar: Progress) -> None:
         if not todo:
@@ -451,10 +460,12 @@ class _Runner:
                 if len(reads) >= window:
                     break
             while reads:
+                self._check_stop()
                 batch = []
                 while reads and len(batch) < self.batch_size:
                     task, fut = reads.popleft()
                     batch.append((task, fut.result()))
+                    self._check_stop()
                     nxt = next(pending, None)
                     if nxt is not None:
                         reads.append((nxt, readers.submit(self._read, nxt)))
@@ -467,6 +478,7 @@ class _Runner:
                 while writes and (writes[0].done() or len(writes) > window):
                     finish(writes.popleft())
             while writes:
+                self._check_stop()
                 finish(writes.popleft())
         except BaseException:
             self.abort.set()

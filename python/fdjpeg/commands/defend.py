@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 
 from .. import batch, defenses
 
@@ -53,31 +54,39 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fdjpeg defend: {exc}", file=sys.stderr)
         return 2
-    previous = _sigterm_as_interrupt()
+    stop = threading.Event()
+    previous = _signals_stop(stop)
     try:
         summary = batch.defend_files(
             args.src, args.dst, defense=args.defense, params=params, fmt=args.format, resume=args.resume,
             overwrite=args.overwrite, threads=args.threads, io_threads=args.io_threads,
             batch_size=args.batch_size, max_pixels=args.max_pixels, report=args.report,
-            png_level=args.png_level, progress=not args.quiet,
+            png_level=args.png_level, progress=not args.quiet, stop=stop,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fdjpeg defend: {exc}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(summary.text())
     return summary.exit_status
 
 
-def _sigterm_as_interrupt():
-    """SIGTERM stops the run like Ctrl-C does (temporary files removed, report written)."""
+def _signals_stop(stop: threading.Event) -> dict:
+    """Ctrl-C and SIGTERM ask the run to stop at its next safe point (temporary files removed,
+    report written) rather than raising in the middle of a thread pool's bookkeeping; a second
+    signal raises KeyboardInterrupt at once. Returns the previous handlers."""
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    return previous
