@@ -54,3 +54,14 @@ def fashion_classifier():
     model.eval()
     x = torch.from_numpy(test_x[:64].copy()).float().div(255)[:, None]
     return model, x, torch.from_numpy(test_y[:64].copy())
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a module's torch work on one thread (small models: threads cost more than they give)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,12 +14,7 @@ from fdjpeg.eval import Task, evaluate
 from fdjpeg.eval.configs import attack_config, defense_config, parse_config, parse_value
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
