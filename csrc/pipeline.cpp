@@ -3,12 +3,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <new>
-#include <sstream>
 #include <system_error>
 #include <thread>
 #include <vector>
