@@ -68,3 +68,16 @@ def test_torch_same_type_out_and_registry(astronaut):
     assert torch.equal(tf.grad, torch.ones_like(tf))
     np.testing.assert_array_equal(defenses.build("webp-flip")(img), expected)
     assert not defenses.spec("webp-flip").random
+
+
+def test_adaptive_gradient_follows_the_flip(astronaut):
+    """Under attack the flip is differentiated exactly, WebP straight-through: d/dx sum(w * D(x)) is w
+    mirrored back, not w (which is what an identity BPDA would give)."""
+    from fdjpeg import attacks
+
+    x = (torch.from_numpy(astronaut[:24, :40].copy()).permute(2, 0, 1)[None].double() / 255).requires_grad_()
+    w = torch.randn(1, 3, 24, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for options, expected in [({}, w.flip(-1)), ({"axis": "vertical"}, w.flip(-2)), ({"flip_back": True}, w)]:
+        out = attacks.straight_through(WebPFlip(60, **options), x)
+        (grad,) = torch.autograd.grad((out * w).sum(), x)
+        assert torch.equal(grad, expected), options

@@ -8,7 +8,8 @@ passes, which only differ when the model contains a random defense (Expectation 
 Athalye et al. 2018).
 
 The adaptive attack on a defense is the same attack run on :class:`Defended` ``(classifier, defense)``:
-the forward pass runs the real defense, the backward pass treats it as the identity (BPDA).
+the forward pass runs the real defense, the backward pass treats it as the identity (BPDA), or, for a
+defense marked ``differentiable``, follows its own gradient (see :func:`straight_through`).
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ def straight_through(defense: Callable[[Any], Any], x: torch.Tensor) -> torch.Te
     """``defense(x)`` whose gradient, when ``x`` requires grad, is taken as the identity (BPDA).
 
     Works for any defense that takes a float NCHW tensor in [0, 1] (a numpy result is converted back).
+    A defense marked ``differentiable = True`` gives its own gradient instead: exact through its
+    differentiable parts (a flip, a network), straight-through only across the steps that have none
+    (a codec, a binarisation), which is the stronger BPDA attack (Athalye et al. 2018, sec. 4.1).
     """
     run = lambda t: _as_tensor_like(defense(t), t)  # noqa: E731
     if x.requires_grad and torch.is_grad_enabled():
+        if getattr(defense, "differentiable", False):
+            return run(x)
         return ops._bpda_function().apply(x, run)
     return run(x)
 
 
 class Defended(nn.Module):
-    """``classifier(defense(x))`` with the defense differentiated as the identity (BPDA).
+    """``classifier(defense(x))`` with the defense differentiated by :func:`straight_through` (BPDA).
 
     Attacking this module is the adaptive attack on the defense; pass ``eot_samples`` to the attack
     as well when the defense is random.

@@ -280,9 +280,17 @@ def _defend_torch(x: torch.Tensor, model: ComDefend, batch_size: int) -> torch.T
 
 def build(variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None, weights: Optional[str] = None,
           device: Any = None, batch_size: int = 64):
-    """The registry factory: load the model once, return ``x -> defend(x, model)``."""
+    """The registry factory: load the model once, return ``x -> defend(x, model)``, marked
+    ``differentiable`` (adaptive attacks go through both networks; only the binarisation is
+    straight-through)."""
     model = load(variant, arch, weights, tile, device)
-    return lambda x: defend(x, model, batch_size=batch_size)
+
+    def comdefend_defense(x: Any) -> Any:
+        return defend(x, model, batch_size=batch_size)
+
+    comdefend_defense.differentiable = True
+    comdefend_defense.model = model
+    return comdefend_defense
 
 
 def conv_parameter_count(widths: Sequence[int], kernel: int = 3) -> int:

@@ -103,7 +103,13 @@ def webp_flip(x: Any, quality: int = 60, *, axis: str = "horizontal", order: str
 
 
 class WebPFlip:
-    """:func:`webp_flip` with its parameters bound (the registry's defense object)."""
+    """:func:`webp_flip` with its parameters bound (the registry's defense object).
+
+    ``differentiable``: on a torch tensor that requires grad, the flips carry their exact gradient
+    and only the WebP round trip is straight-through, so adaptive attacks see the real geometry.
+    """
+
+    differentiable = True
 
     random = False
 

@@ -5,7 +5,9 @@ Threat models:
 - ``"gray-box"`` (the papers' setting): the attacker sees the bare classifier only; its adversarial
   images are then passed through each defense and classified.
 - ``"adaptive"``: the attacker knows the defense and attacks ``classifier(defense(x))``, taking the
-  defense's gradient as the identity (BPDA); for random defenses each gradient is averaged over
+  defense's gradient as the identity (BPDA) except through the parts a ``differentiable`` defense
+  differentiates itself (WebP + flip's flip, ComDefend's networks; see
+  :func:`fdjpeg.attacks.straight_through`); for random defenses each gradient is averaged over
   ``eot_samples`` draws (EOT). Without a defense the two are the same attack and share their numbers.
 
 Budgeted attacks (FGSM, PGD) run at every epsilon on all images; minimal-perturbation attacks
