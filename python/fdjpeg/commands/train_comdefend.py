@@ -1,7 +1,8 @@
 """``fdjpeg train-comdefend``: train ComDefend on clean images (real photos or Fashion-MNIST).
 
-RGB: random 32 x 32 patches (with random left-right flips) of scikit-image's sample photos, some
-held out for the reported PSNR. Grey: Fashion-MNIST's training images, PSNR on its test images.
+RGB: random 32 x 32 patches (with random left-right flips) of the real photographs of DATA.md
+(:func:`fdjpeg.datasets.photo_files`: scikit-image, scikit-learn, matplotlib, opencv-doc), two of
+them held out for the reported PSNR. Grey: Fashion-MNIST's training images, PSNR on its test images.
 Checkpoints (model, optimiser, random states) are written every ``--save-every`` iterations and
 picked up again with ``--resume``; the final weights are written as safetensors.
 """
@@ -14,6 +15,7 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image
 
 from .. import datasets
 
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{spent:6.0f} s  {(it - start_iter) / max(spent - elapsed, 1e-9):.2f} it/s", end="", flush=True)
         if it % args.save_every == 0:
             save_checkpoint(it, spent)
+            print(f"\n  checkpoint {it}: {_binary_code_diagnosis(model, batch)}", flush=True)
     spent = time.perf_counter() - t0
     print()
     save_checkpoint(it, spent)
@@ -132,14 +135,22 @@ def _data(args: argparse.Namespace):
         test, _ = datasets.fashion_mnist("test")
         to_float = lambda a: (a.astype(np.float32) / 255.0)[:, None]
         return to_float(train), {"fashion-mnist-test": to_float(test[:500])}
-    photos = datasets.sample_photos()
+    files, notes = datasets.photo_files()
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    by_stem = {key.split("/", 1)[1]: path for key, path in files.items()}
     holdout = [h for h in args.holdout.split(",") if h]
-    missing = [h for h in holdout if h not in photos]
+    missing = [h for h in holdout if h not in by_stem]
     if missing:
-        raise SystemExit(f"--holdout names unknown photos {missing}; available: {sorted(photos)}")
-    as_chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) / 255.0
-    train = [as_chw(img) for name, img in photos.items() if name not in holdout]
-    return train, {name: as_chw(photos[name])[None] for name in holdout}
+        raise SystemExit(f"--holdout names unknown photos {missing}; available: {sorted(by_stem)}")
+
+    def as_chw(path: str) -> np.ndarray:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+    train = [as_chw(path) for stem, path in by_stem.items() if stem not in holdout]
+    return train, {name: as_chw(by_stem[name])[None] for name in holdout}
 
 
 def _batch(train, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
@@ -153,6 +164,24 @@ def _batch(train, args: argparse.Namespace, rng: np.random.Generator) -> np.ndar
         patch = img[:, top : top + p, left : left + p]
         out[i] = patch[:, :, ::-1] if rng.random() < 0.5 else patch
     return out
+
+
+def _binary_code_diagnosis(model, batch) -> str:
+    """How far training is from a usable defense, on the current batch: the PSNR of the binary-code
+    reconstruction (what the defense does) and the share of code logits still within the training
+    noise (|logit| < sigma), which the binary code cannot reproduce."""
+    import torch
+
+    from ..defenses.comdefend import TRAIN_SIGMA
+
+    model.eval()
+    with torch.no_grad():
+        logits = model.com(batch)
+        recon = model.rec((logits > 0).to(batch.dtype))  # sigmoid(logit) > 0.5
+    model.train()
+    mse = float(torch.mean((recon - batch) ** 2))
+    within = float((logits.abs() < TRAIN_SIGMA).float().mean())
+    return f"binary-code PSNR {10 * np.log10(1.0 / max(mse, 1e-12)):.2f} dB, logits within the noise {within:.1%}"
 
 
 def _evaluate(model, held_out, args) -> dict:
