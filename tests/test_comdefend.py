@@ -142,27 +142,33 @@ def test_shipped_weights_reconstruct_held_out_images(variant, photos):
     assert np.abs(got.astype(int) - defend(part).astype(int)).max() <= 1
 
 
-def test_adaptive_gradient_goes_through_both_networks():
-    """The registry's ComDefend is differentiated through ComCNN and RecCNN, with only the binary code
-    straight-through: the gradient equals autograd of rec(code) where the code's backward is the
-    sigmoid's, written out here by hand."""
-    from fdjpeg import attacks
-
-    defend = defenses.build("comdefend", variant="grey")
-    model = defend.model
+def test_code_gradient_is_straight_through_to_the_logits():
+    """The binary code's backward is d code / d logit = 1/4 (sigmoid'(0)), written out here by hand:
+    the gradient equals autograd of rec(code) pushed through ComCNN with that factor."""
+    model = cd.load("grey")
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     w = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     xi = x.clone().requires_grad_()
-    (grad,) = torch.autograd.grad((attacks.straight_through(defend, xi) * w).sum(), xi)
+    (grad,) = torch.autograd.grad((model(xi) * w).sum(), xi)
 
     xr = x.clone().requires_grad_()
-    soft = torch.sigmoid(model.com(xr))
-    hard = (soft.detach() > 0.5).float()
-    hard_in = hard.clone().requires_grad_()
-    (g_code,) = torch.autograd.grad((model.rec(hard_in) * w).sum(), hard_in)
-    (ref,) = torch.autograd.grad((soft * g_code).sum(), xr)
+    logits = model.com(xr)
+    code = (logits.detach() > 0).float().requires_grad_()
+    (g_code,) = torch.autograd.grad((model.rec(code) * w).sum(), code)
+    (ref,) = torch.autograd.grad((logits * g_code * 0.25).sum(), xr)
     torch.testing.assert_close(grad, ref)
-    assert not torch.allclose(grad, w)  # not the identity BPDA
+    assert grad.abs().sum() > 0
+
+
+def test_adaptive_attack_takes_the_registry_defense_as_the_identity():
+    from fdjpeg import attacks
+
+    defend = defenses.build("comdefend", variant="grey")
+    assert not getattr(defend, "differentiable", False)
+    xi = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    w = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((attacks.straight_through(defend, xi) * w).sum(), xi)
+    assert torch.equal(grad, w)
 
 
 def test_straight_through_gradient_and_registry():

@@ -36,8 +36,9 @@ def straight_through(defense: Callable[[Any], Any], x: torch.Tensor) -> torch.Te
 
     Works for any defense that takes a float NCHW tensor in [0, 1] (a numpy result is converted back).
     A defense marked ``differentiable = True`` gives its own gradient instead: exact through its
-    differentiable parts (a flip, a network), straight-through only across the steps that have none
-    (a codec, a binarisation), which is the stronger BPDA attack (Athalye et al. 2018, sec. 4.1).
+    differentiable parts (WebP + flip's flip), straight-through only across the steps that have none
+    (the codec). Mark a defense so only where that gradient is the stronger attack: a network whose
+    internal gradient vanishes (ComDefend's saturated code) is better attacked as the identity.
     """
     run = lambda t: _as_tensor_like(defense(t), t)  # noqa: E731
     if x.requires_grad and torch.is_grad_enabled():

@@ -6,7 +6,7 @@ Threat models:
   images are then passed through each defense and classified.
 - ``"adaptive"``: the attacker knows the defense and attacks ``classifier(defense(x))``, taking the
   defense's gradient as the identity (BPDA) except through the parts a ``differentiable`` defense
-  differentiates itself (WebP + flip's flip, ComDefend's networks; see
+  differentiates itself (WebP + flip's flip; see
   :func:`fdjpeg.attacks.straight_through`); for random defenses each gradient is averaged over
   ``eot_samples`` draws (EOT). Without a defense the two are the same attack and share their numbers.
 
