@@ -160,15 +160,37 @@ def test_code_gradient_is_straight_through_to_the_logits():
     assert grad.abs().sum() > 0
 
 
-def test_adaptive_attack_takes_the_registry_defense_as_the_identity():
+def test_adaptive_attack_gradient_options():
+    """gradient="identity" (default): BPDA over the whole defense; "logits"/"sigmoid": through the
+    networks, each equal to the model's own gradient with that code_gradient."""
     from fdjpeg import attacks
 
-    defend = defenses.build("comdefend", variant="grey")
-    assert not getattr(defend, "differentiable", False)
-    xi = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     w = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    (grad,) = torch.autograd.grad((attacks.straight_through(defend, xi) * w).sum(), xi)
-    assert torch.equal(grad, w)
+
+    def gradient_of(fn):
+        xi = x.clone().requires_grad_()
+        return torch.autograd.grad((attacks.straight_through(fn, xi) * w).sum(), xi)[0]
+
+    defend = defenses.build("comdefend-grey")
+    assert not getattr(defend, "differentiable", False)
+    assert torch.equal(gradient_of(defend), w)
+    for choice in ("logits", "sigmoid"):
+        reference = cd.ComDefend("grey", code_gradient=choice)
+        reference.load_state_dict(cd.load("grey").state_dict())
+        torch.testing.assert_close(gradient_of(defenses.build("comdefend-grey", gradient=choice)),
+                                   _model_gradient(reference, x, w))
+    with pytest.raises(ValueError, match="gradient"):
+        defenses.build("comdefend-grey", gradient="exact")
+    with pytest.raises(ValueError, match="code_gradient"):
+        cd.ComDefend("grey", code_gradient="none")
+
+
+def _model_gradient(model, x, w):
+    # channels-last as defend() runs it on the CPU, so both take the same convolution algorithms
+    model = model.to(memory_format=torch.channels_last)
+    xi = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    return torch.autograd.grad((model(xi) * w).sum(), xi)[0]
 
 
 def test_straight_through_gradient_and_registry():

@@ -88,13 +88,14 @@ register(
 )
 
 
-def _comdefend(variant: str = "rgb", arch: str = "plain", tile=None, weights=None, device=None, batch_size: int = 64):
+def _comdefend(variant: str = "rgb", arch: str = "plain", tile=None, weights=None, device=None, batch_size: int = 64,
+               gradient: str = "identity"):
     from .comdefend import build
 
-    return build(variant, arch, tile, weights, device, batch_size)
+    return build(variant, arch, tile, weights, device, batch_size, gradient)
 
 
-_COMDEFEND = dict(arch="plain", tile=None, weights=None, device=None, batch_size=64)
+_COMDEFEND = dict(arch="plain", tile=None, weights=None, device=None, batch_size=64, gradient="identity")
 register(
     "comdefend",
     _comdefend,

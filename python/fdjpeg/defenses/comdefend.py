@@ -32,6 +32,7 @@ WIDTHS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
     "grey": ((1, 32, 64, 128, 256, 128, 64, 64, 32, 4), (4, 32, 64, 64, 128, 256, 128, 64, 32, 1)),
 }
 ARCHS = ("plain", "residual")
+CODE_GRADIENTS = ("logits", "sigmoid")  # the binary code's straight-through gradient (see ComDefend.encode)
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 TRAIN_SIGMA = 20.0  # noise subtracted from the code logits during training
 CODE_PENALTY = 1e-4  # weight of mean(code^2) in the loss
@@ -121,9 +122,13 @@ class ComDefend(nn.Module):
     through the networks.
     """
 
-    def __init__(self, variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None) -> None:
+    def __init__(self, variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None,
+                 code_gradient: str = "logits") -> None:
         super().__init__()
         self.variant, self.arch = _check_variant(variant), _check_arch(arch)
+        if code_gradient not in CODE_GRADIENTS:
+            raise ValueError(f"code_gradient must be one of {list(CODE_GRADIENTS)}, got {code_gradient!r}")
+        self.code_gradient = code_gradient
         self.com = ComCNN(variant, arch)
         self.rec = RecCNN(variant, arch)
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
@@ -135,12 +140,17 @@ class ComDefend(nn.Module):
         return WIDTHS[self.variant][0][0]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The binary code (0.0 / 1.0) of ``x``. Its gradient is straight-through to the logits,
-        scaled by sigmoid'(0) = 1/4: the sigmoid's own gradient vanishes on trained weights, whose
-        logits sit far beyond the training noise (|logit| >> 20)."""
+        """The binary code (0.0 / 1.0) of ``x``. Its gradient (``code_gradient``): ``"logits"``,
+        straight-through to the logits scaled by sigmoid'(0) = 1/4; ``"sigmoid"``, the sigmoid's own,
+        which vanishes on trained weights, whose logits sit far beyond the training noise (|logit| >> 20)."""
         logits = self.com(x)
-        hard = (torch.sigmoid(logits) > 0.5).to(logits.dtype)
-        return hard + 0.25 * (logits - logits.detach()) if logits.requires_grad else hard
+        soft = torch.sigmoid(logits)
+        hard = (soft > 0.5).to(logits.dtype)
+        if not logits.requires_grad:
+            return hard
+        if self.code_gradient == "sigmoid":
+            return hard + (soft - soft.detach())
+        return hard + 0.25 * (logits - logits.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:
@@ -285,19 +295,24 @@ def _defend_torch(x: torch.Tensor, model: ComDefend, batch_size: int) -> torch.T
 
 
 def build(variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None, weights: Optional[str] = None,
-          device: Any = None, batch_size: int = 64):
+          device: Any = None, batch_size: int = 64, gradient: str = "identity"):
     """The registry factory: load the model once, return ``x -> defend(x, model)`` (its ``model``
     attribute is the network).
 
-    Not marked ``differentiable``: adaptive attacks take the whole defense as the identity (BPDA),
-    the strongest of the gradients measured on the trained grey weights (``README``: PGD 0.1 leaves
-    17% against 19% through the networks with a straight-through code and 75% with the sigmoid's
-    gradient, which vanishes where the code logits saturate)."""
+    ``gradient`` is what adaptive attacks differentiate: ``"identity"`` (default), the whole defense
+    as the identity (BPDA); ``"logits"`` or ``"sigmoid"``, through both networks with that
+    ``code_gradient`` (the callable is then marked ``differentiable``). The identity is the
+    strongest of the three on the trained grey weights (README, "What the defenses are worth")."""
+    if gradient not in ("identity", *CODE_GRADIENTS):
+        raise ValueError(f"gradient must be one of {['identity', *CODE_GRADIENTS]}, got {gradient!r}")
     model = load(variant, arch, weights, tile, device)
 
     def comdefend_defense(x: Any) -> Any:
         return defend(x, model, batch_size=batch_size)
 
+    if gradient != "identity":
+        model.code_gradient = gradient
+        comdefend_defense.differentiable = True
     comdefend_defense.model = model
     return comdefend_defense
 
