@@ -205,3 +205,18 @@ def test_straight_through_gradient_and_registry():
         cd.defend(torch.full((1, 1, 8, 8), 2.0), model)
     with pytest.raises(TypeError, match="numpy array or a torch tensor"):
         cd.defend([[0.5]], model)
+
+
+def test_train_command_checkpoints_resumes_and_writes_loadable_weights(tmp_path, capsys):
+    from fdjpeg import cli
+
+    out = tmp_path / "grey.safetensors"
+    base = ["train-comdefend", "--variant", "grey", "--save-every", "1", "--eval-images", "8", "--out", str(out)]
+    assert cli.main([*base, "--iterations", "2"]) == 0
+    first = capsys.readouterr().out
+    assert "checkpoint 2: binary-code PSNR" in first and "held-out PSNR fashion-mnist-test:" in first
+    assert cli.main([*base, "--iterations", "3", "--resume"]) == 0
+    second = capsys.readouterr().out
+    assert "at iteration 2" in second and "checkpoint 3:" in second and "checkpoint 2:" not in second
+    model = cd.load("grey", path=str(out))
+    assert model.metadata["iterations"] == "3" and model.metadata["seed"] == "0"

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, default=32, help="RGB patch size (default: %(default)s)")
     p.add_argument("--holdout", default="astronaut,coffee",
                    help="RGB: comma-separated photos kept out of training for the PSNR (default: %(default)s)")
+    p.add_argument("--eval-images", type=int, default=500,
+                   help="grey: the first N Fashion-MNIST test images give the held-out PSNR (default: %(default)s)")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint period in iterations (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
@@ -49,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..defenses import comdefend
 
-    if args.iterations < 1 or args.batch < 1:
-        raise SystemExit("--iterations and --batch must be positive")
+    if args.iterations < 1 or args.batch < 1 or args.eval_images < 1:
+        raise SystemExit("--iterations, --batch and --eval-images must be positive")
     torch.set_num_threads(args.threads)
     suffix = "" if args.arch == "plain" else "-residual"
     out = args.out or f"comdefend-{args.variant}{suffix}.safetensors"
@@ -134,7 +136,7 @@ def _data(args: argparse.Namespace):
         train, _ = datasets.fashion_mnist("train")
         test, _ = datasets.fashion_mnist("test")
         to_float = lambda a: (a.astype(np.float32) / 255.0)[:, None]
-        return to_float(train), {"fashion-mnist-test": to_float(test[:500])}
+        return to_float(train), {"fashion-mnist-test": to_float(test[: args.eval_images])}
     files, notes = datasets.photo_files()
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -172,12 +174,12 @@ def _binary_code_diagnosis(model, batch) -> str:
     noise (|logit| < sigma), which the binary code cannot reproduce."""
     import torch
 
-    from ..defenses.comdefend import TRAIN_SIGMA
+    from ..defenses.comdefend import TRAIN_SIGMA, binary_code
 
     model.eval()
     with torch.no_grad():
         logits = model.com(batch)
-        recon = model.rec((logits > 0).to(batch.dtype))  # sigmoid(logit) > 0.5
+        recon = model.rec(binary_code(logits))
     model.train()
     mse = float(torch.mean((recon - batch) ** 2))
     within = float((logits.abs() < TRAIN_SIGMA).float().mean())

@@ -144,11 +144,11 @@ class ComDefend(nn.Module):
         straight-through to the logits scaled by sigmoid'(0) = 1/4; ``"sigmoid"``, the sigmoid's own,
         which vanishes on trained weights, whose logits sit far beyond the training noise (|logit| >> 20)."""
         logits = self.com(x)
-        soft = torch.sigmoid(logits)
-        hard = (soft > 0.5).to(logits.dtype)
+        hard = binary_code(logits)
         if not logits.requires_grad:
             return hard
         if self.code_gradient == "sigmoid":
+            soft = torch.sigmoid(logits)
             return hard + (soft - soft.detach())
         return hard + 0.25 * (logits - logits.detach())
 
@@ -163,6 +163,11 @@ class ComDefend(nn.Module):
 
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, arch={self.arch!r}, tile={self.tile}"
+
+
+def binary_code(logits: torch.Tensor) -> torch.Tensor:
+    """ComDefend's inference code: 1.0 where sigmoid(logit) > 0.5, else 0.0 (no gradient)."""
+    return (torch.sigmoid(logits) > 0.5).to(logits.dtype)
 
 
 def _tiled(fn, x: torch.Tensor, tile: int) -> torch.Tensor:
@@ -335,6 +340,6 @@ def _check_arch(arch: str) -> str:
 
 
 __all__ = [
-    "ComCNN", "RecCNN", "ComDefend", "Bottleneck", "training_loss", "load", "save_weights", "weights_path",
+    "ComCNN", "RecCNN", "ComDefend", "Bottleneck", "binary_code", "training_loss", "load", "save_weights", "weights_path",
     "defend", "build", "conv_parameter_count", "WIDTHS",
 ]
