@@ -21,6 +21,7 @@ Weights trained by ``fdjpeg train-comdefend`` ship in :mod:`fdjpeg.weights` as s
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -247,10 +248,12 @@ def defend(x: Any, model: ComDefend, *, batch_size: int = 64) -> Any:
     """Run ``model`` on images ``x`` and return the same kind of object.
 
     ``x``: numpy uint8 (0..255) or float (0..1) HWC / NHWC (HW for grey), or a torch tensor uint8 /
-    float CHW / NCHW on the CPU or a GPU (the model is moved to the tensor's device). Processed in
-    batches of ``batch_size`` images; torch inputs that require grad keep their graph (binarisation
-    is straight-through).
+    float CHW / NCHW on the model's device. ``model`` is never moved or changed here, so threads and
+    actors can share it: a tensor on another device is a ValueError (the registry's defense keeps
+    one copy of the model per device instead). Processed in batches of ``batch_size`` images; torch
+    inputs that require grad keep their graph (binarisation is straight-through).
     """
+    batch_size = _positive_int(batch_size, "batch_size")
     if isinstance(x, np.ndarray):
         return _defend_numpy(x, model, batch_size)
     if isinstance(x, torch.Tensor):
@@ -269,26 +272,32 @@ def _defend_numpy(x: np.ndarray, model: ComDefend, batch_size: int) -> np.ndarra
     if nhwc.ndim != 4:
         raise ValueError(f"numpy images must be HW, HWC or NHWC, got shape {x.shape}")
     t = torch.from_numpy(np.array(nhwc, copy=True)).permute(0, 3, 1, 2)  # a copy: input may be read-only
-    out = _defend_torch(t, model, batch_size).permute(0, 2, 3, 1).numpy()
+    out = _defend_torch(t.to(_model_device(model)), model, batch_size).cpu().permute(0, 2, 3, 1).numpy()
     return np.ascontiguousarray(out.reshape(x.shape))
 
 
 def _defend_torch(x: torch.Tensor, model: ComDefend, batch_size: int) -> torch.Tensor:
+    if x.layout != torch.strided or getattr(x, "is_nested", False):
+        raise TypeError(f"torch images must be dense (strided) tensors, got layout {x.layout}")
     if not (x.dtype == torch.uint8 or x.is_floating_point()):
         raise TypeError(f"torch images must be uint8 (0..255) or floating point (0..1), got {x.dtype}")
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"torch images must be HW, CHW or NCHW, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"images must be non-empty, got shape {tuple(x.shape)}")
+    if x.device != _model_device(model):
+        raise ValueError(
+            f"the ComDefend model is on {_model_device(model)} and the images on {x.device}: move the model "
+            "once with model.to(device), or use fdjpeg.defenses.build('comdefend'), which keeps a copy per device"
+        )
     nchw = x.reshape(1, 1, *x.shape) if x.ndim == 2 else (x[None] if x.ndim == 3 else x)
     if x.is_floating_point() and not x.requires_grad:
         lo, hi = float(nchw.min()), float(nchw.max())
         if not (0.0 <= lo and hi <= 1.0):
             raise ValueError(f"float images must hold values in [0, 1]; got min {lo:.6g}, max {hi:.6g}")
-    if next(model.parameters()).device != x.device:
-        model.to(x.device)
     work = nchw.float() / 255.0 if x.dtype == torch.uint8 else nchw.float()
     if work.device.type == "cpu":
         # oneDNN's channels-last convolutions: 1.3x faster on 224x224 images (3x on 32x32 patches)
-        model.to(memory_format=torch.channels_last)
         work = work.contiguous(memory_format=torch.channels_last)
     grad = x.requires_grad and torch.is_grad_enabled()
     with torch.set_grad_enabled(grad):
@@ -299,27 +308,96 @@ def _defend_torch(x: torch.Tensor, model: ComDefend, batch_size: int) -> torch.T
     return out.to(x.dtype)
 
 
+class PerDevice:
+    """One copy of a model for each device it is asked for, made once and never moved afterwards,
+    so concurrent callers (threads, Ray actors) on different devices share nothing mutable. CPU
+    copies hold their weights channels-last, the layout oneDNN's convolutions run fastest in."""
+
+    def __init__(self, model: ComDefend) -> None:
+        self._copies: Dict[torch.device, ComDefend] = {}
+        self._lock = threading.Lock()
+        self._source = model
+        self.on(_model_device(model))
+
+    def on(self, device: torch.device) -> ComDefend:
+        copy = self._copies.get(device)
+        if copy is None:
+            with self._lock:
+                copy = self._copies.get(device)
+                if copy is None:
+                    copy = self._source if device == _model_device(self._source) else copy_model(self._source)
+                    copy = copy.to(device)
+                    if device.type == "cpu":
+                        copy = copy.to(memory_format=torch.channels_last)
+                    self._copies[device] = copy
+        return copy
+
+
+def copy_model(model: ComDefend) -> ComDefend:
+    """An independent copy of ``model`` (same settings and weights, in eval mode)."""
+    import copy
+
+    return copy.deepcopy(model).eval()
+
+
 def build(variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None, weights: Optional[str] = None,
           device: Any = None, batch_size: int = 64, gradient: str = "identity"):
     """The registry factory: load the model once, return ``x -> defend(x, model)`` (its ``model``
-    attribute is the network).
+    attribute is the network on ``device``, the CPU by default). Tensors on other devices run on a
+    copy of the model made once for that device.
 
     ``gradient`` is what adaptive attacks differentiate: ``"identity"`` (default), the whole defense
     as the identity (BPDA); ``"logits"`` or ``"sigmoid"``, through both networks with that
     ``code_gradient`` (the callable is then marked ``differentiable``). The identity is the
-    strongest of the three on the trained grey weights (README, "What the defenses are worth")."""
+    strongest of the three on the trained grey weights (docs/evaluation.md)."""
     if gradient not in ("identity", *CODE_GRADIENTS):
         raise ValueError(f"gradient must be one of {['identity', *CODE_GRADIENTS]}, got {gradient!r}")
-    model = load(variant, arch, weights, tile, device)
-
-    def comdefend_defense(x: Any) -> Any:
-        return defend(x, model, batch_size=batch_size)
-
+    batch_size = _positive_int(batch_size, "batch_size")
+    model = load(variant, arch, weights, tile, check_device(device))
     if gradient != "identity":
         model.code_gradient = gradient
-        comdefend_defense.differentiable = True
+    copies = PerDevice(model)
+
+    def comdefend_defense(x: Any) -> Any:
+        on = x.device if isinstance(x, torch.Tensor) else _model_device(model)
+        return defend(x, copies.on(on), batch_size=batch_size)
+
+    comdefend_defense.differentiable = gradient != "identity"
     comdefend_defense.model = model
     return comdefend_defense
+
+
+def check_device(device: Any) -> Optional[torch.device]:
+    """``device`` as a torch.device that exists here, None as None; else a ValueError/TypeError."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be None, a string such as 'cpu' or 'cuda:0', or a torch.device; got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={device!r} asks for CUDA, but this torch build sees no CUDA device")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be the CPU or a CUDA device, got {device!r}")
+    return dev
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
 
 
 def conv_parameter_count(widths: Sequence[int], kernel: int = 3) -> int:
@@ -341,5 +419,5 @@ def _check_arch(arch: str) -> str:
 
 __all__ = [
     "ComCNN", "RecCNN", "ComDefend", "Bottleneck", "binary_code", "training_loss", "load", "save_weights", "weights_path",
-    "defend", "build", "conv_parameter_count", "WIDTHS",
+    "defend", "build", "check_device", "copy_model", "PerDevice", "conv_parameter_count", "WIDTHS",
 ]

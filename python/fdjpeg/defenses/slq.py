@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .. import ops
+from .. import ops, tables
 
 QUALITIES = (20, 40, 60, 80)
 
@@ -23,9 +23,25 @@ Seed = Union[None, int, np.random.Generator]
 
 def quality_table_sets(qualities: Sequence[int]) -> np.ndarray:
     """``K x 3 x 64`` float32 steps: the IJG (luma, chroma, chroma) tables of each quality."""
-    if len(qualities) == 0 or len(qualities) > 256:
+    return np.stack([ops.ijg_table_set(q) for q in check_qualities(qualities)])
+
+
+def check_qualities(qualities: Any) -> Tuple[int, ...]:
+    """``qualities`` as a tuple of 1 to 256 integer JPEG qualities in 1..100; anything else (a
+    float, a bool, a string, a bare number) is a TypeError/ValueError, never rounded or coerced."""
+    if isinstance(qualities, np.ndarray) and qualities.ndim == 1:
+        qualities = qualities.tolist()
+    if isinstance(qualities, (str, bytes)) or not isinstance(qualities, Sequence):
+        raise TypeError(f"qualities must be a sequence of integer JPEG qualities, got {qualities!r}")
+    if not 1 <= len(qualities) <= 256:
         raise ValueError(f"qualities must hold 1 to 256 JPEG qualities, got {len(qualities)}")
-    return np.stack([ops.ijg_table_set(int(q)) for q in qualities])
+    checked = []
+    for i, q in enumerate(qualities):
+        try:
+            checked.append(tables.check_quality(q))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"qualities[{i}]: {exc}") from None
+    return tuple(checked)
 
 
 class StochasticLocalQuantization:
@@ -43,7 +59,7 @@ class StochasticLocalQuantization:
 
     def __init__(self, qualities: Sequence[int] = QUALITIES, *, subsampling: str = "444", seed: Seed = None,
                  threads: Optional[int] = None) -> None:
-        self.qualities = tuple(int(q) for q in qualities)
+        self.qualities = check_qualities(qualities)
         self.sets = quality_table_sets(self.qualities)
         ops.subsampling_code(subsampling)
         self.subsampling = subsampling
@@ -101,4 +117,6 @@ if _torch is not None:
             return f"qualities={self.defense.qualities}, subsampling={self.defense.subsampling!r}"
 
 
-__all__ = ["QUALITIES", "StochasticLocalQuantization", "slq", "quality_table_sets", "SLQ"]
+__all__ = ["QUALITIES", "StochasticLocalQuantization", "slq", "quality_table_sets", "check_qualities"]
+if _torch is not None:
+    __all__.append("SLQ")

@@ -34,8 +34,7 @@ def webp(x: Any, quality: int = 60, *, method: int = 4, threads: Optional[int] =
     grad get the straight-through (BPDA) gradient.
     """
     quality = _quality(quality)
-    if not isinstance(method, int) or not 0 <= method <= 6:
-        raise ValueError(f"method must be an integer 0..6 (libwebp's speed/size trade-off), got {method!r}")
+    method = _method(method)
     workers = (os.cpu_count() or 1) if threads is None else threads
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
@@ -94,6 +93,7 @@ def webp_flip(x: Any, quality: int = 60, *, axis: str = "horizontal", order: str
     Same kind of object out as in (numpy NHWC / torch NCHW, dtype, device)."""
     _check(order, ORDERS, "order")
     _check(axis, AXES, "axis")
+    flip_back = _flag(flip_back, "flip_back")
     y = webp(flip(x, axis) if order == "before" else x, quality, method=method, threads=threads)
     if order == "after":
         y = flip(y, axis)
@@ -118,8 +118,8 @@ class WebPFlip:
         self.quality = _quality(quality)
         self.axis = _check(axis, AXES, "axis")
         self.order = _check(order, ORDERS, "order")
-        self.flip_back = bool(flip_back)
-        self.method = method
+        self.flip_back = _flag(flip_back, "flip_back")
+        self.method = _method(method)
         self.threads = threads
 
     def __call__(self, x: Any) -> Any:
@@ -153,12 +153,30 @@ if _torch is not None:
 
 
 def _quality(quality: Any) -> int:
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 0 <= quality <= 100:
-        raise ValueError(f"WebP quality must be an integer 0..100, got {quality!r}")
-    return int(quality)
+    return _integer(quality, 0, 100, "WebP quality")
+
+
+def _method(method: Any) -> int:
+    return _integer(method, 0, 6, "method (libwebp's speed/size trade-off)")
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _integer(value: Any, lo: int, hi: int, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer {lo}..{hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
+    return int(value)
 
 
 def _check(value: str, options: tuple, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {list(options)}, got {value!r}")
     if value not in options:
         raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
     return value
@@ -168,4 +186,6 @@ def _is_cuda_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and getattr(x, "is_cuda", False)
 
 
-__all__ = ["webp", "webp_roundtrip", "flip", "webp_flip", "WebPFlip", "WebPFlipModule", "AXES", "ORDERS"]
+__all__ = ["webp", "webp_roundtrip", "flip", "webp_flip", "WebPFlip", "AXES", "ORDERS"]
+if _torch is not None:
+    __all__.append("WebPFlipModule")
