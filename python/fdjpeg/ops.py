@@ -14,11 +14,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core, _gpu
+from . import _core, _gpu, _pipeline
 from . import tables as _tables
+from ._pipeline import COLORS, MAX_PASSES, MAX_THREADS, SUBSAMPLINGS, PipelineSpec
 
-COLORS = {"none": 0, "ycbcr": 1}
-SUBSAMPLINGS = {"444": 0, "422": 1, "420": 2, "4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 _NUMPY_DTYPES = (np.uint8, np.float32, np.float64)
 
 Tables = Union[_tables.TableLike, Sequence[_tables.TableLike]]
@@ -55,9 +54,10 @@ def quantize(
         color: ``"ycbcr"`` to quantize luma/chroma as JPEG does, ``"none"`` for each channel as is.
         subsampling: chroma subsampling, ``"444"``, ``"422"`` or ``"420"``.
         level_shift: subtract 128 before the DCT (JPEG does; Feature Distillation does not).
-        passes: apply the whole operation this many times (``passes=2`` is FD-2P).
+        passes: apply the whole operation this many times (``passes=2`` is FD-2P), 1 to
+            :data:`MAX_PASSES`.
         dequant_tables: steps Qd to multiply the rounded indices by; defaults to ``tables``.
-        threads: worker threads; ``None`` uses all cores.
+        threads: worker threads, 1 to :data:`MAX_THREADS`; ``None`` uses all cores.
 
     Returns:
         The result, of the same type, dtype, shape, layout and device as ``x``.
@@ -137,48 +137,57 @@ def run_pipeline(
     sub_code = subsampling_code(subsampling)
     if color_code == 0 and sub_code != 0:
         raise ValueError(f"subsampling={subsampling!r} needs color='ycbcr' (chroma is what gets subsampled)")
-    passes = _positive_int(passes, "passes")
-    thread_count = 0 if threads is None else _positive_int(threads, "threads")
-    qc = np.ascontiguousarray(quant_sets, dtype=np.float32).reshape(-1, 192)
-    qd = np.ascontiguousarray(dequant_sets, dtype=np.float32).reshape(-1, 192)
+    spec = PipelineSpec(
+        np.ascontiguousarray(quant_sets, dtype=np.float32).reshape(-1, 192),
+        np.ascontiguousarray(dequant_sets, dtype=np.float32).reshape(-1, 192),
+        color_code,
+        sub_code,
+        _flag(level_shift, "level_shift"),
+        _count(passes, "passes", MAX_PASSES),
+        block_tables,
+    )
+    thread_count = 0 if threads is None else _count(threads, "threads", MAX_THREADS)
 
     def native(src: np.ndarray, dst: np.ndarray) -> None:
-        n, h, w, c = src.shape
-        block_map = None
-        if block_tables is not None:
-            rows, cols = _core.padded_blocks(h, w, sub_code, color_code == 1 and c != 1)
-            block_map = np.ascontiguousarray(block_tables(n, rows, cols), dtype=np.uint8)
-        try:
-            _core.quantize(src, dst, qc, qd, color_code, sub_code, bool(level_shift), passes, block_map, thread_count)
-        except ValueError as exc:
-            if "float input" in str(exc):
-                raise ValueError(_range_message(src)) from None
-            raise
+        # a float input outside [0, 1] raises the core's own ValueError, which names the range
+        _core.quantize(
+            src, dst, spec.quant, spec.dequant, spec.color, spec.subsampling, spec.level_shift, spec.passes,
+            spec.block_map(*src.shape), thread_count,
+        )
 
-    spec = _gpu.PipelineSpec(qc, qd, color_code, sub_code, bool(level_shift), passes, block_tables)
     return apply_to_images(x, native, spec)
 
 
 def apply_to_images(
-    x: Any, native: Callable[[np.ndarray, np.ndarray], None], spec: Optional[_gpu.PipelineSpec] = None
+    x: Any, native: Callable[[np.ndarray, np.ndarray], None], spec: Optional[PipelineSpec] = None
 ) -> Any:
     """Call ``native(src, dst)`` on 4-D N x H x W x C views of ``x`` and of a new output of the
     same kind, and return that output; torch CUDA tensors go to the CUDA kernel with ``spec``.
-    Dispatches on numpy / torch and adds BPDA for autograd."""
+    Dispatches on numpy / torch and gives torch inputs that require grad the straight-through
+    gradient (:class:`fdjpeg.torch.StraightThrough`)."""
     if isinstance(x, np.ndarray):
         return _apply_numpy(x, native)
-    torch = _torch_or_none(x)
-    if torch is not None:
+    if _pipeline.is_torch_tensor(x):
+        import torch
+
+        _pipeline.check_torch_images(x)
+        if x.device.type == "cuda" and spec is None:
+            raise ValueError(f"this operation runs on the CPU only; got a tensor on {x.device}")
+        if x.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"torch images must be on the CPU or a CUDA device, got device {x.device}")
+        run = (lambda t: _gpu.apply_cuda(t, spec)) if x.device.type == "cuda" else (lambda t: _apply_torch(t, native))
         if x.requires_grad and torch.is_grad_enabled():
-            return _bpda_function().apply(x, lambda t: _apply_torch(t, native, spec))
-        return _apply_torch(x, native, spec)
+            from ._autograd import StraightThrough
+
+            return StraightThrough.apply(x, run)
+        return run(x)
     raise TypeError(
         f"expected a numpy array or a torch tensor, got {type(x).__module__}.{type(x).__name__}"
     )
 
 
 # ------------------------------------------------------------------------------------------------
-# numpy and torch adapters
+# numpy and torch (CPU) adapters
 
 
 def _apply_numpy(x: np.ndarray, native: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
@@ -192,77 +201,20 @@ def _apply_numpy(x: np.ndarray, native: Callable[[np.ndarray, np.ndarray], None]
         view = x
     else:
         raise ValueError(f"numpy images must be HW, HWC or NHWC, got {x.ndim} dimensions (shape {x.shape})")
-    _check_geometry(view.shape, "HWC" if x.ndim < 4 else "NHWC", x.shape)
+    _pipeline.check_geometry(view.shape, "HWC" if x.ndim < 4 else "NHWC", x.shape)
     out = np.empty(x.shape, dtype=x.dtype)
     native(view, out.reshape(view.shape))
     return out
 
 
-def _apply_torch(
-    x: Any, native: Callable[[np.ndarray, np.ndarray], None], spec: Optional[_gpu.PipelineSpec] = None
-) -> Any:
+def _apply_torch(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> Any:
     import torch
 
-    if x.is_complex() or not (x.dtype == torch.uint8 or x.is_floating_point()):
-        raise TypeError(f"torch images must be uint8 (0..255) or floating point (0..1), got {x.dtype}")
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(f"torch images must be HW, CHW or NCHW, got {x.ndim} dimensions (shape {tuple(x.shape)})")
-    if x.device.type == "cuda":
-        if spec is None:
-            raise ValueError(f"this operation runs on the CPU only; got a tensor on {x.device}")
-        return _gpu.apply_cuda(x, spec)
-    if x.device.type != "cpu":
-        raise ValueError(f"torch images must be on the CPU or a CUDA device, got device {x.device}")
-    work = x.detach()
-    if work.dtype not in (torch.uint8, torch.float32, torch.float64):
-        work = work.to(torch.float32)  # half precision in, computed in float32, cast back
-    nchw = work.reshape(1, 1, *work.shape) if work.ndim == 2 else (work[None] if work.ndim == 3 else work)
-    _check_geometry(tuple(nchw.permute(0, 2, 3, 1).shape), "CHW" if x.ndim < 4 else "NCHW", tuple(x.shape))
-    out = torch.empty_like(work)
-    out_nchw = out.reshape(1, 1, *out.shape) if out.ndim == 2 else (out[None] if out.ndim == 3 else out)
-    native(nchw.numpy().transpose(0, 2, 3, 1), out_nchw.numpy().transpose(0, 2, 3, 1))
-    return out if out.dtype == x.dtype else out.to(x.dtype)
-
-
-def _check_geometry(nhwc: tuple, layout: str, given: tuple) -> None:
-    n, h, w, c = nhwc
-    if c not in (1, 3, 4):
-        raise ValueError(
-            f"images must have 1, 3 or 4 channels ({layout} layout), got {c} channels in shape {given}"
-        )
-    if n == 0 or h == 0 or w == 0:
-        raise ValueError(f"images must be non-empty, got shape {given}")
-
-
-def _torch_or_none(x: Any):
-    mod = type(x).__module__
-    if not mod.startswith("torch"):
-        return None
-    import torch
-
-    return torch if isinstance(x, torch.Tensor) else None
-
-
-_BPDA = None
-
-
-def _bpda_function():
-    """torch.autograd.Function: forward runs the defense, backward passes the gradient through."""
-    global _BPDA
-    if _BPDA is None:
-        import torch
-
-        class StraightThrough(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, fn):
-                return fn(x.detach())
-
-            @staticmethod
-            def backward(ctx, grad):
-                return grad, None
-
-        _BPDA = StraightThrough
-    return _BPDA
+    work, nchw = _pipeline.torch_operand(x)
+    out = torch.empty_like(work)  # same memory format (channels-last stays channels-last)
+    out_nchw = _pipeline.as_nchw_batch(out)
+    native(_pipeline.nchw_to_nhwc(nchw).numpy(), _pipeline.nchw_to_nhwc(out_nchw).numpy())
+    return _pipeline.like_input(out, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,10 +239,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 def _table_set(tables: Tables, name: str) -> np.ndarray:
     """One table, or 1-3 tables -> 3 x 64 float32 steps (luma, chroma, chroma / channels 0, 1, 2)."""
-    try:
-        arr = np.asarray(tables, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an 8x8 table or a sequence of 8x8 tables") from exc
+    arr = _tables.as_steps(tables, name, "an 8x8 table or a sequence of 8x8 tables")
     if arr.shape in ((8, 8), (64,)):
         checked = [_tables.validate(arr, name)] * 3
     elif (arr.ndim == 3 and arr.shape[1:] == (8, 8)) or (arr.ndim == 2 and arr.shape[1] == 64):
@@ -314,26 +263,24 @@ def subsampling_code(value: Any) -> int:
 
 
 def _choice(value: Any, options: dict, name: str) -> int:
-    key = str(value).lower() if isinstance(value, str) else value
-    if key not in options:
-        raise ValueError(f"{name} must be one of {sorted(set(k for k in options if ':' not in k))}, got {value!r}")
-    return options[key]
+    names = sorted(set(k for k in options if ":" not in k))
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {names}, got {value!r} ({type(value).__name__})")
+    if value.lower() not in options:
+        raise ValueError(f"{name} must be one of {names}, got {value!r}")
+    return options[value.lower()]
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+def _flag(value: Any, name: str) -> bool:
+    # a real bool only: bool("no") is True, so text or numbers would silently mean something else
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _count(value: Any, name: str, maximum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer in 1..{maximum}, got {value!r} ({type(value).__name__})")
+    if not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be in 1..{maximum}, got {value}")
     return int(value)
-
-
-def _range_message(src: np.ndarray) -> str:
-    finite = np.isfinite(src)
-    detail = []
-    if not finite.all():
-        detail.append("NaN or infinite values")
-    if finite.any():
-        vals = src[finite]
-        detail.append(f"min {vals.min():.6g}, max {vals.max():.6g}")
-    return "float images must hold values in [0, 1]; got " + ", ".join(detail)

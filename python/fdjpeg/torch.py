@@ -1,8 +1,9 @@
-"""torch ``nn.Module`` wrappers of the defenses.
+"""torch ``nn.Module`` wrappers of the defenses, and the straight-through autograd function.
 
 Gradients pass straight through (BPDA with the identity, as in Athalye et al. 2018): the backward
 pass of each module returns the incoming gradient unchanged. That is the gradient an adaptive
 attacker uses against these non-differentiable defenses; do not read it as the true derivative.
+:class:`StraightThrough` gives the same gradient to any function: ``StraightThrough.apply(x, fn)``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from . import ops
 from . import tables as _tables
+from ._autograd import StraightThrough
 
 
 class Quantize(nn.Module):
@@ -61,4 +63,4 @@ class JPEG(nn.Module):
         return f"quality={self.quality}, subsampling={self.subsampling!r}"
 
 
-__all__ = ["Quantize", "FeatureDistillation", "JPEG"]
+__all__ = ["Quantize", "FeatureDistillation", "JPEG", "StraightThrough"]
