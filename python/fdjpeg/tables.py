@@ -53,10 +53,7 @@ IJG_CHROMA_BASE: QuantTable = np.array(
 
 def validate(table: TableLike, name: str = "table") -> QuantTable:
     """Return ``table`` as an 8x8 float64 array, or raise ValueError/TypeError saying what is wrong."""
-    try:
-        arr = np.asarray(table, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an 8x8 array of numbers, got {type(table).__name__}") from exc
+    arr = as_steps(table, name, "an 8x8 array")
     if arr.shape == (64,):
         arr = arr.reshape(8, 8)
     if arr.shape != (8, 8):
@@ -68,6 +65,18 @@ def validate(table: TableLike, name: str = "table") -> QuantTable:
             f"{name} steps must lie in [{MIN_STEP}, {MAX_STEP:g}], got min {arr.min():g}, max {arr.max():g}"
         )
     return arr.copy()
+
+
+def as_steps(steps, name: str, what: str) -> np.ndarray:
+    """``steps`` as a float64 array, or a TypeError unless they are real numbers (integer or float):
+    complex steps would lose their imaginary part and bools would become steps of 0 and 1."""
+    try:
+        arr = np.asarray(steps)
+    except (TypeError, ValueError) as exc:  # ragged nesting
+        raise TypeError(f"{name} must be {what} of real numbers, got {type(steps).__name__}") from exc
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be {what} of real numbers (integer or float), got dtype {arr.dtype}")
+    return arr.astype(np.float64)
 
 
 def check_quality(quality: int) -> int:
@@ -178,6 +187,8 @@ def _planes_for_statistics(img: np.ndarray, color: str) -> np.ndarray:
     if img.dtype == np.uint8:
         x = img.astype(np.float64)
     elif img.dtype in (np.float32, np.float64):
+        if not np.isfinite(img).all():  # NaN statistics would silently give a table of q_min
+            raise ValueError("images must hold finite values, got NaN or infinite values")
         x = img.astype(np.float64) * 255.0
     else:
         raise TypeError(f"images must be uint8 or float arrays, got {img.dtype}")
