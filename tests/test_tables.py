@@ -42,8 +42,31 @@ def test_from_statistics_follows_the_piecewise_rule():
 
 @pytest.mark.parametrize(
     "bad,match",
-    [(np.ones((4, 4)), "shape"), (np.zeros((8, 8)), "lie in"), (np.full((8, 8), np.inf), "NaN or infinite"), ("x", "8x8")],
+    [
+        (np.ones((4, 4)), "shape"),
+        (np.zeros((8, 8)), "lie in"),
+        (np.full((8, 8), np.inf), "NaN or infinite"),
+        ("x", "8x8"),
+        # numpy would drop the imaginary part, and turn bools into steps of 1 (and 0)
+        (np.full((8, 8), 10 + 1j), "real numbers.*complex128"),
+        (np.ones((8, 8), bool), "real numbers.*bool"),
+        ([[True] * 8] * 8, "real numbers.*bool"),
+    ],
 )
 def test_validate_rejects(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         tables.validate(bad)
+
+
+def test_validate_accepts_integer_and_float_steps():
+    for steps in (np.arange(1, 65, dtype=np.uint8), np.arange(1, 65).reshape(8, 8), list(range(1, 65))):
+        np.testing.assert_array_equal(tables.validate(steps), np.arange(1.0, 65.0).reshape(8, 8))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_from_statistics_rejects_non_finite_images(photos, bad, dtype):
+    img = photos["astronaut"][:64, :64] / np.asarray(255, dtype)
+    img[3, 5, 1] = bad
+    with pytest.raises(ValueError, match="finite"):
+        tables.from_statistics([photos["coffee"][:64, :64], img])

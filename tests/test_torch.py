@@ -63,6 +63,33 @@ def test_modules_defend_and_pass_gradients(chw, module):
     torch.testing.assert_close(x.grad, torch.ones_like(x))
 
 
+def test_straight_through_is_public_and_identity_backward():
+    x = torch.linspace(0, 1, 24, dtype=torch.float64).reshape(2, 3, 4).requires_grad_(True)
+    y = fdt.StraightThrough.apply(x, lambda t: torch.round(t * 4) / 4)  # zero derivative almost everywhere
+    torch.testing.assert_close(y, torch.round(x.detach() * 4) / 4, rtol=0, atol=0)
+    weights = torch.randn_like(y)
+    (y * weights).sum().backward()
+    torch.testing.assert_close(x.grad, weights, rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors", "ignore:Sparse CSR tensor support")
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: torch.rand(3, 8, 8).to_sparse(), "dense.*sparse_coo"),
+        (lambda: torch.rand(8, 8).to_sparse_csr(), "dense.*sparse_csr"),
+        (lambda: torch.nested.nested_tensor([torch.rand(3, 8, 8), torch.rand(3, 16, 8)]), "nested"),
+        (lambda: torch.rand(3, 8, 8, dtype=torch.complex64), "complex64"),
+        (lambda: torch.zeros(3, 8, 8, dtype=torch.bool), "bool"),
+    ],
+)
+def test_tensor_kinds_the_core_cannot_read_are_type_errors(make, match):
+    x = make()
+    for op in (fdjpeg.feature_distill, lambda t: fdjpeg.jpeg(t, 50), fdt.FeatureDistillation()):
+        with pytest.raises(TypeError, match=match):
+            op(x)
+
+
 def test_bad_tensors():
     with pytest.raises(ValueError, match="1, 3 or 4 channels"):
         fdjpeg.feature_distill(torch.zeros(2, 5, 8, 8))
