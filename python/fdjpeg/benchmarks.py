@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from . import datasets, ops, tables
+from ._pipeline import nhwc_to_nchw
 
 Batch = np.ndarray  # N x H x W x 3 uint8
 
@@ -79,7 +80,7 @@ def _kornia_jpeg() -> Callable[[Batch], object]:
 
     quality = torch.tensor([50.0])
     return lambda batch: jpeg_codec_differentiable(
-        torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255, quality
+        nhwc_to_nchw(torch.from_numpy(batch)).float() / 255, quality
     )
 
 
@@ -98,7 +99,7 @@ def _torchvision_cuda_jpeg() -> Callable[[Batch], object]:
         raise ImportError("no CUDA device")
 
     def run(batch: Batch):
-        images = list(torch.from_numpy(batch).permute(0, 3, 1, 2).cuda())
+        images = list(nhwc_to_nchw(torch.from_numpy(batch)).cuda())
         out = decode_jpeg(encode_jpeg(images, quality=50), device="cuda")
         torch.cuda.synchronize()
         return out

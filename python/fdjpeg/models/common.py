@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._pipeline import nhwc_to_nchw
+
 
 def to_model_input(images: np.ndarray) -> torch.Tensor:
     """uint8 grey ``N x H x W`` or colour ``N x H x W x C`` images -> float ``N x C x H x W`` in [0, 1]."""
@@ -17,7 +19,7 @@ def to_model_input(images: np.ndarray) -> torch.Tensor:
             f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
         )
     x = torch.tensor(images).float().div_(255.0)
-    return x.unsqueeze(1) if images.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    return x.unsqueeze(1) if images.ndim == 3 else nhwc_to_nchw(x).contiguous()
 
 
 @torch.no_grad()
