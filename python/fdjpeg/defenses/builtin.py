@@ -1,9 +1,36 @@
-"""Registration of fdjpeg's own defenses (one entry per defense module)."""
+"""Registration of fdjpeg's own defenses (one entry per defense, each parameter declared).
+
+Factories of defenses that need torch or data are named ``"module:name"`` or import inside, so
+``import fdjpeg`` stays light while every name is known.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from .. import ops, tables
-from . import register
+from .params import Param
+from .registry import register
+
+SUBSAMPLING_CHOICES = tuple(ops.SUBSAMPLINGS)
+
+
+def _threads() -> Param:
+    return Param("threads", int, None, "worker threads of the native core (None: all cores)", min=1,
+                 max=ops.MAX_THREADS, optional=True)
+
+
+def _passes() -> Param:
+    return Param("passes", int, 1, "round trips (2 is FD-2P)", min=1, max=ops.MAX_PASSES)
+
+
+def _subsampling(default: str) -> Param:
+    return Param("subsampling", str, default, "chroma subsampling", choices=SUBSAMPLING_CHOICES)
+
+
+def _constant(module: str, name: str, *first):
+    """Choices kept in ``module`` (which may import torch), read only when a value is checked."""
+    return lambda: (*first, *getattr(importlib.import_module(module), name))
 
 
 def _identity(x):
@@ -17,99 +44,30 @@ def _stored_as_jpeg(defend, tables, *, color, subsampling):
     return defend
 
 
+FD_TABLES = ("authors", "band")
+
+
 def _feature_distillation(table="authors", passes: int = 1, threads=None):
-    steps = {
-        "authors": tables.feature_distillation(),
-        "band": tables.scale(tables.band(1, 41, 4), 50),
-    }
-    if not isinstance(table, str):  # an 8x8 table of steps, e.g. one derived from data
+    if isinstance(table, str):
+        chosen = tables.feature_distillation() if table == "authors" else tables.scale(tables.band(1, 41, 4), 50)
+    else:  # an 8x8 table of steps, e.g. one derived from data
         chosen = tables.validate(table)
-    elif table in steps:
-        chosen = steps[table]
-    else:
-        raise ValueError(f"table must be one of {sorted(steps)} or an 8x8 array of steps, got {table!r}")
     defend = lambda x: ops.feature_distill(x, chosen, passes=passes, threads=threads)  # noqa: E731
     return _stored_as_jpeg(defend, [chosen] * 3, color="none", subsampling="444")
 
 
 def _jpeg(quality: int = 75, subsampling: str = "420", threads=None):
-    luma, chroma = tables.ijg(quality)  # validates quality now
+    luma, chroma = tables.ijg(quality)
     defend = lambda x: ops.jpeg(x, quality, subsampling=subsampling, threads=threads)  # noqa: E731
-    return _stored_as_jpeg(defend, [luma, chroma, chroma], color="ycbcr", subsampling=str(subsampling).replace(":", ""))
+    return _stored_as_jpeg(defend, [luma, chroma, chroma], color="ycbcr", subsampling=subsampling.replace(":", ""))
 
 
-register("none", lambda: _identity, description="no defense")
-register(
-    "fd",
-    _feature_distillation,
-    table="authors",
-    passes=1,
-    threads=None,
-    description="Feature Distillation (Liu et al. 2019): RGB 8x8 DCT, table 25/30",
-)
-register("jpeg", _jpeg, quality=75, subsampling="420", threads=None, description="standard JPEG round trip")
+def _fd_derived(data: str = "fashion-mnist", passes: int = 1, threads=None):
+    """Feature Distillation with the table derived from clean training images of ``data``."""
+    from ..eval.configs import derived_table
+    from ..eval.tasks import training_images
 
-
-def _slq(qualities=(20, 40, 60, 80), subsampling: str = "444", seed=None, threads=None):
-    from .slq import StochasticLocalQuantization
-
-    return StochasticLocalQuantization(qualities, subsampling=subsampling, seed=seed, threads=threads)
-
-
-register(
-    "slq",
-    _slq,
-    random=True,
-    qualities=(20, 40, 60, 80),
-    subsampling="444",
-    seed=None,
-    threads=None,
-    description="SHIELD stochastic local quantization (Das et al. 2018): each 8x8 block at a random JPEG quality",
-)
-
-
-def _webp_flip(quality: int = 60, axis: str = "horizontal", order: str = "before", flip_back: bool = False,
-               method: int = 4, threads=None):
-    from .webp_flip import WebPFlip
-
-    return WebPFlip(quality, axis=axis, order=order, flip_back=flip_back, method=method, threads=threads)
-
-
-register(
-    "webp-flip",
-    _webp_flip,
-    quality=60,
-    axis="horizontal",
-    order="before",
-    flip_back=False,
-    method=4,
-    threads=None,
-    description="left-right flip then WebP via libwebp (Yin et al. 2020)",
-)
-
-
-def _comdefend(variant: str = "rgb", arch: str = "plain", tile=None, weights=None, device=None, batch_size: int = 64,
-               gradient: str = "identity"):
-    from .comdefend import build
-
-    return build(variant, arch, tile, weights, device, batch_size, gradient)
-
-
-_COMDEFEND = dict(arch="plain", tile=None, weights=None, device=None, batch_size=64, gradient="identity")
-register(
-    "comdefend",
-    _comdefend,
-    variant="rgb",
-    **_COMDEFEND,
-    description="ComDefend (Jia et al. 2019): ComCNN -> 12-bit binary code -> RecCNN; shipped RGB weights",
-)
-register(
-    "comdefend-grey",
-    _comdefend,
-    variant="grey",
-    **_COMDEFEND,
-    description="ComDefend grey-scale variant (4-bit code), shipped weights trained on Fashion-MNIST",
-)
+    return _feature_distillation(derived_table(training_images(data)), passes, threads)
 
 
 def _ensemble_fashion(path=None, batch_size: int = 500):
@@ -118,11 +76,75 @@ def _ensemble_fashion(path=None, batch_size: int = 500):
     return load_fashion_ensemble(path or FASHION_ENSEMBLE_FILE, batch_size)
 
 
+register("none", lambda: _identity, description="no defense")
 register(
-    "ensemble-fashion",
-    _ensemble_fashion,
-    path=None,
-    batch_size=500,
+    "fd", _feature_distillation,
+    Param("table", str, "authors", "the authors' table or the band table", choices=FD_TABLES,
+          objects=("numpy:ndarray", "builtins:list")),
+    _passes(), _threads(),
+    description="Feature Distillation (Liu et al. 2019): RGB 8x8 DCT, table 25/30",
+)
+register(
+    "fd-derived", _fd_derived,
+    Param("data", str, "fashion-mnist", "clean training images the table is derived from",
+          choices=_constant("fdjpeg.eval.tasks", "TRAINING_SOURCES")),
+    _passes(), _threads(),
+    description="Feature Distillation with a DeepN-JPEG-style table derived from clean training images "
+    "(data: fashion-mnist, mnist or photos)",
+)
+register(
+    "jpeg", _jpeg,
+    Param("quality", int, 75, "IJG quality", min=1, max=100), _subsampling("420"), _threads(),
+    description="standard JPEG round trip",
+)
+register(
+    "slq", "fdjpeg.defenses.slq:StochasticLocalQuantization",
+    Param("qualities", tuple, (20, 40, 60, 80), "JPEG qualities a block may be quantized at", min=1, max=100,
+          length=(1, 256)),
+    _subsampling("444"),
+    Param("seed", int, None, "seed of the draws (None: fresh entropy)", min=0, optional=True,
+          objects=("numpy.random:Generator",)),
+    _threads(),
+    description="SHIELD stochastic local quantization (Das et al. 2018): each 8x8 block at a random JPEG quality",
+)
+register(
+    "webp-flip", "fdjpeg.defenses.webp_flip:WebPFlip",
+    Param("quality", int, 60, "WebP quality", min=0, max=100),
+    Param("axis", str, "horizontal", "flip axis", choices=_constant("fdjpeg.defenses.webp_flip", "AXES")),
+    Param("order", str, "before", "flip before or after the WebP round trip", choices=_constant("fdjpeg.defenses.webp_flip", "ORDERS")),
+    Param("flip_back", bool, False, "flip the result back"),
+    Param("method", int, 4, "libwebp's speed/size trade-off", min=0, max=6),
+    _threads(),
+    description="left-right flip then WebP via libwebp (Yin et al. 2020)",
+)
+
+
+def _comdefend_params(variant: str):
+    return (
+        Param("variant", str, variant, "rgb or grey networks", choices=_constant("fdjpeg.defenses.comdefend", "WIDTHS")),
+        Param("arch", str, "plain", "network architecture", choices=_constant("fdjpeg.defenses.comdefend", "ARCHS")),
+        Param("tile", int, None, "patch size (None: the whole image)", min=1, optional=True),
+        Param("weights", str, None, "weights file (None: the shipped ones)", optional=True, objects=("os:PathLike",)),
+        Param("device", str, None, "torch device (None: the input's)", optional=True, objects=("torch:device",)),
+        Param("batch_size", int, 64, "images per network call", min=1),
+        Param("gradient", str, "identity", "what adaptive attacks differentiate",
+              choices=_constant("fdjpeg.defenses.comdefend", "CODE_GRADIENTS", "identity")),
+    )
+
+
+register(
+    "comdefend", "fdjpeg.defenses.comdefend:build", *_comdefend_params("rgb"),
+    description="ComDefend (Jia et al. 2019): ComCNN -> 12-bit binary code -> RecCNN; shipped RGB weights",
+)
+register(
+    "comdefend-grey", "fdjpeg.defenses.comdefend:build", *_comdefend_params("grey"),
+    description="ComDefend grey-scale variant (4-bit code), shipped weights trained on Fashion-MNIST",
+)
+register(
+    "ensemble-fashion", _ensemble_fashion,
+    Param("path", str, None, "ensemble weights (None: the shipped ones)", optional=True, objects=("os:PathLike",)),
+    Param("batch_size", int, 500, "images per network call", min=1),
+    classifier=True,
     description="a classifier, not an image transform: majority vote of FashionCNNs fine-tuned on JPEG 20/40/60/80 "
     "(Zhang & Gao 2021; SHIELD's vaccinated ensemble); returns VoteResult, .as_classifier() gives an nn.Module",
 )
