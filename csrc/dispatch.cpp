@@ -1,5 +1,12 @@
 // Run-time choice of the kernel variant: AVX2 where the CPU has it, the baseline elsewhere.
+//
+// The environment can ask for the portable kernels whatever the CPU (as libjpeg-turbo's
+// JSIMD_FORCENONE), so that they are tested on every machine: FDJPEG_FORCE_PORTABLE set to
+// anything but "" or "0", or FDJPEG_ISA=baseline. FDJPEG_ISA=avx2 (or unset) keeps the default
+// choice; other values are ignored. Read once, at the first dispatch.
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "dispatch.hpp"
@@ -26,8 +33,15 @@ static bool cpu_has_avx2() {
 #endif
 }
 
+static bool environment_forces_baseline() {
+  const char* portable = std::getenv("FDJPEG_FORCE_PORTABLE");
+  if (portable && *portable && std::strcmp(portable, "0") != 0) return true;
+  const char* isa = std::getenv("FDJPEG_ISA");
+  return isa && std::strcmp(isa, "baseline") == 0;
+}
+
 const char* active_isa() {
-  static const bool avx2 = cpu_has_avx2();
+  static const bool avx2 = cpu_has_avx2() && !environment_forces_baseline();
   return avx2 && !force_baseline ? "avx2" : "baseline";
 }
 

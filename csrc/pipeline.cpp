@@ -3,10 +3,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
+#include <cmath>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <sstream>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -23,28 +27,26 @@ using detail::StripeKernels;
 // Below this many pixels per thread, starting a thread costs more than it saves.
 constexpr int64_t kMinPixelsPerThread = 1 << 16;
 
-int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
 // Runs fn(i, worker) for every i in [0, n) on up to `threads` threads, the caller being worker 0.
-// Returns the first error message, if any work item threw.
+// Returns the first failure, if any work item threw.
 template <class Fn>
-std::string parallel_for(int64_t n, int threads, Fn&& fn) {
+Result parallel_for(int64_t n, int threads, Fn&& fn) {
   const int workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
   std::atomic<int64_t> next{0};
   std::mutex error_mutex;
-  std::string error;
-  auto record = [&](const std::string& message) {
+  Result error;
+  auto record = [&](Status status, const std::string& message) {
     std::lock_guard<std::mutex> lock(error_mutex);
-    if (error.empty()) error = message;
+    if (error.ok()) error = fail(status, message);
   };
   auto work = [&](int worker) {
     try {
       for (int64_t i = next++; i < n; i = next++) fn(i, worker);
     } catch (const std::bad_alloc&) {
-      record("out of memory while processing the batch");
+      record(Status::out_of_memory, "out of memory while processing the batch");
       next = n;
     } catch (const std::exception& e) {
-      record(e.what());
+      record(Status::bad_input, e.what());
       next = n;
     }
   };
@@ -78,6 +80,50 @@ class FloatBuffer {
   int64_t size_ = 0;
 };
 
+// Shortest text that reads back as the same value of T (as numpy prints it).
+template <class T>
+std::string shortest(T v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+template <class T>
+std::string range_message_of(const BatchView& in, int components) {
+  const T* base = static_cast<const T*>(in.data);
+  bool nonfinite = false, any_finite = false;
+  T lo = 0, hi = 0;
+  for (int64_t n = 0; n < in.shape[0]; ++n)
+    for (int64_t y = 0; y < in.shape[1]; ++y)
+      for (int64_t x = 0; x < in.shape[2]; ++x)
+        for (int c = 0; c < components; ++c) {
+          const T v = base[n * in.stride[0] + y * in.stride[1] + x * in.stride[2] + c * in.stride[3]];
+          if (!std::isfinite(v)) {
+            nonfinite = true;
+          } else if (!any_finite) {
+            any_finite = true;
+            lo = hi = v;
+          } else {
+            lo = std::min(lo, v);
+            hi = std::max(hi, v);
+          }
+        }
+  if (!nonfinite && lo >= 0 && hi <= 1) return {};
+  std::string m = "float images must hold values in [0, 1]; got ";
+  if (nonfinite) m += any_finite ? "NaN or infinite values, " : "NaN or infinite values";
+  if (any_finite) m += "min " + shortest(lo) + ", max " + shortest(hi);
+  return m;
+}
+
+// The complete message for a float batch with samples outside [0, 1], from the samples as they
+// are (in their own type; alpha, which passes through untouched, is not checked), or "" if all
+// lie inside. Run when the kernels found such a sample, and before an in-place call (which
+// overwrites the samples the message describes).
+std::string range_message(const BatchView& in, int components) {
+  return in.dtype == DType::f64 ? range_message_of<double>(in, components)
+                                : range_message_of<float>(in, components);
+}
+
 // Per-thread buffers, reused across the images a thread processes.
 struct Workspace {
   FloatBuffer planes;
@@ -96,29 +142,29 @@ class BatchRunner {
  public:
   BatchRunner(const BatchView& in, const BatchView& out, const QuantSpec& spec)
       : in_(in), out_(out), spec_(spec) {
-    const int64_t H = in.shape[1], W = in.shape[2], C = in.shape[3];
-    proto_.height = H;
-    proto_.width = W;
-    proto_.channels = C;
-    proto_.components = C == 1 ? 1 : 3;
-    proto_.ycbcr = spec.color == Color::ycbcr && proto_.components == 3;
-    const ChromaFactors f = chroma_factors(spec.subsampling, proto_.ycbcr);
-    proto_.h_factor = f.h;
-    proto_.v_factor = f.v;
-    proto_.mcu_height = 8 * f.v;
-    proto_.padded_height = round_up(H, 8 * f.v);
-    proto_.padded_width = round_up(W, 8 * f.h);
-    proto_.chroma_height = (H + f.v - 1) / f.v;
-    proto_.chroma_width = (W + f.h - 1) / f.h;
+    const BlockGeometry g =
+        block_geometry(in.shape[1], in.shape[2], in.shape[3], spec.color, spec.subsampling);
+    proto_.height = g.height;
+    proto_.width = g.width;
+    proto_.channels = g.channels;
+    proto_.components = g.components;
+    proto_.ycbcr = g.ycbcr;
+    proto_.h_factor = g.h_factor;
+    proto_.v_factor = g.v_factor;
+    proto_.mcu_height = g.mcu_height;
+    proto_.padded_height = g.padded_height;
+    proto_.padded_width = g.padded_width;
+    proto_.chroma_height = g.chroma_height;
+    proto_.chroma_width = g.chroma_width;
     proto_.shift = spec.level_shift ? 128.f : 0.f;
     proto_.integer_samples = in.dtype == DType::u8;
-    proto_.block_cols = proto_.padded_width / 8;
+    proto_.block_cols = g.block_cols;
     tables_ = aan_tables(spec);
     proto_.tables = tables_.data();
     stripes_ = proto_.padded_height / proto_.mcu_height;
   }
 
-  std::string run(int threads) {
+  Result run(int threads) {
     const int64_t N = in_.shape[0];
     const int64_t pixels = N * proto_.height * proto_.width;
     threads = static_cast<int>(
@@ -127,17 +173,17 @@ class BatchRunner {
     kernels_ = detail::select_kernels(in_.dtype);
     for (int pass = 0; pass < spec_.passes; ++pass) {
       const BatchView& src = pass == 0 ? in_ : out_;
-      std::string error;
+      Result error;
       if (N >= threads) {
         error = parallel_for(N, threads, [&](int64_t n, int worker) {
           ImageJob job = make_job(src, n, workspaces_[worker], std::min<int64_t>(3, stripes_));
           run_image_sequential(job, workspaces_[worker]);
         });
       } else {
-        for (int64_t n = 0; n < N && error.empty(); ++n) error = run_image_parallel(src, n, threads);
+        for (int64_t n = 0; n < N && error.ok(); ++n) error = run_image_parallel(src, n, threads);
       }
-      if (out_of_range_) return "float input must lie in [0, 1] (and be finite); got values outside";
-      if (!error.empty()) return error;
+      if (out_of_range_) return fail(Status::input_range, range_message(in_, proto_.components));
+      if (!error.ok()) return error;
     }
     return {};
   }
@@ -190,13 +236,13 @@ class BatchRunner {
   }
 
   // Several threads, one image: all stripes through phase A, then all through phase B.
-  std::string run_image_parallel(const BatchView& src, int64_t n, int threads) {
+  Result run_image_parallel(const BatchView& src, int64_t n, int threads) {
     const ImageJob job = make_job(src, n, workspaces_[0], stripes_);
     for (auto& ws : workspaces_) ensure_scratch(ws);
-    std::string error = parallel_for(stripes_, threads, [&](int64_t s, int worker) {
+    Result error = parallel_for(stripes_, threads, [&](int64_t s, int worker) {
       if (!kernels_.phase_a(job, s, workspaces_[worker].scratch.data())) out_of_range_ = true;
     });
-    if (!error.empty()) return error;
+    if (!error.ok()) return error;
     return parallel_for(stripes_, threads, [&](int64_t s, int worker) {
       kernels_.phase_b(job, s, workspaces_[worker].scratch.data());
     });
@@ -215,16 +261,27 @@ class BatchRunner {
 
 }  // namespace
 
-std::string quantize(const BatchView& in, const BatchView& out, const QuantSpec& spec,
-                     int threads) {
-  std::string error = validate(in, out, spec);
-  if (!error.empty()) return error;
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+Result quantize(const BatchView& in, const BatchView& out, const QuantSpec& spec, int threads) {
+  Result r = validate(in, out, spec);
+  if (!r.ok()) return r;
+  if (threads < 0 || threads > kMaxThreads) {
+    std::ostringstream msg;
+    msg << "threads must be in [0, " << kMaxThreads << "] (0: one per core), got " << threads;
+    return fail(Status::bad_input, msg.str());
+  }
+  if (threads == 0) {
+    threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    threads = std::min(threads, kMaxThreads);
+  }
+  if (in.data == out.data && in.dtype != DType::u8) {
+    std::string message = range_message(in, in.shape[3] == 1 ? 1 : 3);
+    if (!message.empty()) return fail(Status::input_range, message);
+  }
   try {
     BatchRunner runner(in, out, spec);
     return runner.run(threads);
   } catch (const std::bad_alloc&) {
-    return "out of memory while processing the batch";
+    return fail(Status::out_of_memory, "out of memory while processing the batch");
   }
 }
 

@@ -2,6 +2,8 @@
 // quantization tables scaled for the AAN transforms.
 #include <cmath>
 #include <sstream>
+#include <string>
+#include <utility>
 
 #include "pipeline.hpp"
 
@@ -20,12 +22,39 @@ ChromaFactors chroma_factors(Subsampling subsampling, bool subsampled) {
 }
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+static int64_t ceil_div(int64_t v, int64_t m) { return (v + m - 1) / m; }
+
+BlockGeometry block_geometry(int64_t height, int64_t width, int64_t channels, Color color,
+                             Subsampling subsampling) {
+  BlockGeometry g;
+  g.height = height;
+  g.width = width;
+  g.channels = channels;
+  g.components = channels == 1 ? 1 : 3;
+  g.ycbcr = color == Color::ycbcr && g.components == 3;
+  const ChromaFactors f = chroma_factors(subsampling, g.ycbcr);
+  g.h_factor = f.h;
+  g.v_factor = f.v;
+  g.mcu_height = 8 * f.v;
+  g.mcu_width = 8 * f.h;
+  g.padded_height = round_up(height, g.mcu_height);
+  g.padded_width = round_up(width, g.mcu_width);
+  g.block_rows = g.padded_height / 8;
+  g.block_cols = g.padded_width / 8;
+  g.chroma_padded_height = g.padded_height / f.v;
+  g.chroma_padded_width = g.padded_width / f.h;
+  g.chroma_height = ceil_div(height, f.v);
+  g.chroma_width = ceil_div(width, f.h);
+  return g;
+}
 
 void padded_blocks(int64_t height, int64_t width, Subsampling subsampling, bool subsampled,
                    int64_t* block_rows, int64_t* block_cols) {
-  const ChromaFactors f = chroma_factors(subsampling, subsampled);
-  *block_rows = round_up(height, 8 * f.v) / 8;
-  *block_cols = round_up(width, 8 * f.h) / 8;
+  // Three channels stand for "has chroma"; whether it is subsampled is the caller's word.
+  const BlockGeometry g = block_geometry(height, width, subsampled ? 3 : 1,
+                                         subsampled ? Color::ycbcr : Color::none, subsampling);
+  *block_rows = g.block_rows;
+  *block_cols = g.block_cols;
 }
 
 void aan_table_set(const float* quant, const float* dequant, float* out) {
@@ -43,29 +72,34 @@ void aan_table_set(const float* quant, const float* dequant, float* out) {
       }
 }
 
-std::string validate(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
+Result validate(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
+  const Result ok;
+  auto bad = [](std::string m) { return fail(Status::bad_input, std::move(m)); };
   std::ostringstream msg;
-  if (!in.data || !out.data) return "null image buffer";
-  if (in.dtype != out.dtype) return "input and output sample types differ";
+  if (!in.data || !out.data) return bad("null image buffer");
+  if (in.dtype != out.dtype) return bad("input and output sample types differ");
   for (int d = 0; d < 4; ++d)
-    if (in.shape[d] != out.shape[d]) return "input and output shapes differ";
+    if (in.shape[d] != out.shape[d]) return bad("input and output shapes differ");
   if (in.shape[0] < 1 || in.shape[1] < 1 || in.shape[2] < 1) {
     msg << "expected a non-empty batch of images, got N=" << in.shape[0] << " H=" << in.shape[1]
         << " W=" << in.shape[2];
-    return msg.str();
+    return bad(msg.str());
   }
   const int64_t C = in.shape[3];
   if (C != 1 && C != 3 && C != 4) {
     msg << "expected 1, 3 or 4 channels, got " << C;
-    return msg.str();
+    return bad(msg.str());
   }
-  if (spec.passes < 1) return "passes must be at least 1";
-  if (spec.table_sets < 1 || spec.table_sets > 256) return "table_sets must be in 1..256";
-  if (!spec.quant || !spec.dequant) return "missing quantization tables";
+  if (spec.passes < 1 || spec.passes > kMaxPasses) {
+    msg << "passes must be in [1, " << kMaxPasses << "], got " << spec.passes;
+    return bad(msg.str());
+  }
+  if (spec.table_sets < 1 || spec.table_sets > 256) return bad("table_sets must be in 1..256");
+  if (!spec.quant || !spec.dequant) return bad("missing quantization tables");
   for (int64_t i = 0; i < static_cast<int64_t>(spec.table_sets) * 192; ++i) {
     const float q = spec.quant[i], d = spec.dequant[i];
-    if (!(q >= 1e-3f && q <= 65535.f)) return "quantization steps must lie in [0.001, 65535]";
-    if (!(d >= 0.f && d <= 65535.f)) return "dequantization steps must lie in [0, 65535]";
+    if (!(q >= 1e-3f && q <= 65535.f)) return bad("quantization steps must lie in [0.001, 65535]");
+    if (!(d >= 0.f && d <= 65535.f)) return bad("dequantization steps must lie in [0, 65535]");
   }
   if (spec.block_tables) {
     int64_t rows = 0, cols = 0;
@@ -74,14 +108,14 @@ std::string validate(const BatchView& in, const BatchView& out, const QuantSpec&
     if (spec.block_rows != rows || spec.block_cols != cols) {
       msg << "block table map must be " << rows << " x " << cols << " per image, got "
           << spec.block_rows << " x " << spec.block_cols;
-      return msg.str();
+      return bad(msg.str());
     }
     const int64_t count = in.shape[0] * rows * cols;
     for (int64_t i = 0; i < count; ++i)
       if (spec.block_tables[i] >= spec.table_sets)
-        return "block table map names a table set that does not exist";
+        return bad("block table map names a table set that does not exist");
   }
-  return {};
+  return ok;
 }
 
 }  // namespace fdjpeg

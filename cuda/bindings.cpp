@@ -1,5 +1,6 @@
 // Python bindings of the CUDA pipeline: raw device pointers, shapes, strides and a stream handle
-// in (no libtorch, no Python objects below this file); failures out as Python exceptions.
+// in (no libtorch, no Python objects below this file); failures out as the exception classes of
+// csrc/py_status.hpp, the same as the CPU core's.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -8,11 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "../csrc/py_status.hpp"
 #include "fdjpeg_cuda.hpp"
 
 namespace py = pybind11;
 
 namespace {
+
+using fdjpeg::python::int_arg;
 
 using FloatTables = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using IndexMap = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
@@ -26,10 +30,8 @@ fdjpeg::DType dtype_code(const std::string& name) {
 }
 
 template <class E>
-E enum_arg(int value, int count, const char* name) {
-  if (value < 0 || value >= count)
-    throw py::value_error(std::string("unknown ") + name + " code " + std::to_string(value));
-  return static_cast<E>(value);
+E enum_arg(const py::handle& value, int count, const char* name, const char* meaning) {
+  return static_cast<E>(fdjpeg::python::enum_code(value, name, count, meaning));
 }
 
 fdjpeg::BatchView device_batch(std::uintptr_t ptr, fdjpeg::DType dtype,
@@ -55,18 +57,19 @@ struct HostSpec {
   fdjpeg::QuantSpec spec;
 };
 
-HostSpec host_spec(const FloatTables& quant, const FloatTables& dequant, int color,
-                   int subsampling, bool level_shift, int passes,
+HostSpec host_spec(const FloatTables& quant, const FloatTables& dequant, const py::object& color,
+                   const py::object& subsampling, bool level_shift, const py::object& passes,
                    const std::optional<IndexMap>& block_tables, int64_t images) {
   if (quant.ndim() != 2 || quant.shape(1) != 192 || dequant.ndim() != 2 ||
       dequant.shape(0) != quant.shape(0) || dequant.shape(1) != 192)
     throw py::value_error("tables must be K x 192 arrays (K sets of 3 components x 64 steps)");
   HostSpec h{quant, dequant, block_tables, {}};
   fdjpeg::QuantSpec& s = h.spec;
-  s.color = enum_arg<fdjpeg::Color>(color, 2, "color");
-  s.subsampling = enum_arg<fdjpeg::Subsampling>(subsampling, 3, "subsampling");
+  s.color = enum_arg<fdjpeg::Color>(color, 2, "color", " (0: none, 1: ycbcr)");
+  s.subsampling =
+      enum_arg<fdjpeg::Subsampling>(subsampling, 3, "subsampling", " (0: 444, 1: 422, 2: 420)");
   s.level_shift = level_shift;
-  s.passes = passes;
+  s.passes = static_cast<int>(int_arg(passes, "passes", 1, fdjpeg::kMaxPasses));
   s.table_sets = static_cast<int>(quant.shape(0));
   s.quant = h.quant.data();
   s.dequant = h.dequant.data();
@@ -80,72 +83,66 @@ HostSpec host_spec(const FloatTables& quant, const FloatTables& dequant, int col
   return h;
 }
 
-void raise_for(const fdjpeg::cuda::Result& r) {
-  using fdjpeg::cuda::Status;
-  switch (r.status) {
-    case Status::ok:
-      return;
-    case Status::bad_input:
-      throw py::value_error(r.message);
-    case Status::out_of_memory:
-      PyErr_SetString(PyExc_MemoryError, r.message.c_str());
-      throw py::error_already_set();
-    default:
-      throw std::runtime_error(r.message);
-  }
-}
-
 void quantize(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string& dtype,
               const std::vector<int64_t>& shape, const std::vector<int64_t>& in_strides,
               const std::vector<int64_t>& out_strides, const FloatTables& quant,
-              const FloatTables& dequant, int color, int subsampling, bool level_shift,
-              int passes, const std::optional<IndexMap>& block_tables, int device,
-              std::uintptr_t stream) {
+              const FloatTables& dequant, const py::object& color, const py::object& subsampling,
+              bool level_shift, const py::object& passes,
+              const std::optional<IndexMap>& block_tables, int device, std::uintptr_t stream) {
   const fdjpeg::DType code = dtype_code(dtype);
   const fdjpeg::BatchView in = device_batch(in_ptr, code, shape, in_strides, "input");
   const fdjpeg::BatchView out = device_batch(out_ptr, code, shape, out_strides, "output");
   const HostSpec h = host_spec(quant, dequant, color, subsampling, level_shift, passes,
                                block_tables, shape[0]);
-  fdjpeg::cuda::Result r;
+  fdjpeg::Result r;
   {
     py::gil_scoped_release release;
     r = fdjpeg::cuda::quantize_on_device(in, out, h.spec, device, stream);
   }
-  raise_for(r);
+  fdjpeg::python::raise_for(r);
 }
 
 fdjpeg::BatchView host_batch(const py::array& a, const char* name) {
   if (a.ndim() != 4) throw py::value_error(std::string(name) + " must be N x H x W x C");
   fdjpeg::BatchView v;
-  v.dtype = dtype_code(py::str(static_cast<py::object>(a.dtype())).cast<std::string>());
+  v.dtype = fdjpeg::python::sample_type(a.dtype(), name);
+  const auto item = static_cast<int64_t>(a.itemsize());
   for (int d = 0; d < 4; ++d) {
     v.shape[d] = a.shape(d);
-    v.stride[d] = a.strides(d) / static_cast<int64_t>(a.itemsize());
+    if (a.strides(d) % item != 0)
+      throw py::value_error(std::string(name) + " has strides that are not whole samples");
+    v.stride[d] = a.strides(d) / item;
   }
   v.data = const_cast<void*>(a.data());
   return v;
 }
 
 void emulate(const py::array& in, py::array& out, const FloatTables& quant,
-             const FloatTables& dequant, int color, int subsampling, bool level_shift, int passes,
+             const FloatTables& dequant, const py::object& color, const py::object& subsampling,
+             bool level_shift, const py::object& passes,
              const std::optional<IndexMap>& block_tables) {
   const fdjpeg::BatchView src = host_batch(in, "input");
   const fdjpeg::BatchView dst = host_batch(out, "output");
   if (!out.writeable()) throw py::value_error("output array is read-only");
   const HostSpec h = host_spec(quant, dequant, color, subsampling, level_shift, passes,
                                block_tables, src.shape[0]);
-  fdjpeg::cuda::Result r;
+  fdjpeg::Result r;
   {
     py::gil_scoped_release release;
     r = fdjpeg::cuda::emulate_on_host(src, dst, h.spec);
   }
-  raise_for(r);
+  fdjpeg::python::raise_for(r);
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "fdjpeg CUDA kernel: the block-quantization pipeline as one fused kernel";
+  // The CPU core's exception class, so that both back ends raise the same one.
+  py::object range_error = py::module_::import("fdjpeg._core").attr("InputRangeError");
+  fdjpeg::python::input_range_error() = range_error.ptr();
+  m.attr("InputRangeError") = range_error;
+  range_error.release();  // the module's reference, never released
   m.def("quantize", &quantize, py::arg("input_ptr"), py::arg("output_ptr"), py::arg("dtype"),
         py::arg("shape"), py::arg("input_strides"), py::arg("output_strides"), py::arg("quant"),
         py::arg("dequant"), py::arg("color"), py::arg("subsampling"), py::arg("level_shift"),

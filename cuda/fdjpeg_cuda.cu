@@ -546,15 +546,16 @@ void set_strides(const BatchView& v, int64_t& image_stride, int* stride) {
   for (int d = 0; d < 3; ++d) stride[d] = static_cast<int>(v.stride[d + 1]);
 }
 
-std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spec, Plan& p) {
-  std::string error = validate(in, out, spec);
-  if (!error.empty()) return error;
+Result make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spec, Plan& p) {
+  Result checked = validate(in, out, spec);
+  if (!checked.ok()) return checked;
   // Element offsets within one image (and padded sizes) must fit the kernel's 32-bit arithmetic.
   for (const BatchView* v : {&in, &out}) {
     int64_t extent = 0;
     for (int d = 1; d < 4; ++d) extent += (v->shape[d] - 1) * std::abs(v->stride[d]);
     if (extent >= (int64_t{1} << 31) || v->shape[1] > (1 << 28) || v->shape[2] > (1 << 28))
-      return "image too large for the CUDA kernel (more than 2^31 samples in one image)";
+      return fail(Status::bad_input,
+                  "image too large for the CUDA kernel (more than 2^31 samples in one image)");
   }
   KernelArgs& a = p.args;
   Geometry& g = a.g;
@@ -585,7 +586,8 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   if (g.components == 3) floats += 2 * static_cast<size_t>(g.chroma_rows) * g.chroma_stride;
   p.smem_bytes = floats * sizeof(float);
   p.tiles = in.shape[0] * g.tiles_per_image;
-  if (p.tiles > 0x7fffffff) return "batch too large for one launch (more than 2^31 tiles)";
+  if (p.tiles > 0x7fffffff)
+    return fail(Status::bad_input, "batch too large for one launch (more than 2^31 tiles)");
 
   set_strides(in, a.in_image_stride, a.in_stride);
   set_strides(out, a.out_image_stride, a.out_stride);
@@ -609,8 +611,6 @@ std::string make_plan(const BatchView& in, const BatchView& out, const QuantSpec
   return {};
 }
 
-Result fail(Status s, const std::string& m) { return Result{s, m}; }
-
 Result cuda_failure(cudaError_t e, const char* what) {
   std::string m = std::string(what) + ": " + cudaGetErrorString(e);
   switch (e) {
@@ -628,7 +628,7 @@ Result cuda_failure(cudaError_t e, const char* what) {
       return fail(Status::no_gpu, "no usable GPU: this build of fdjpeg has no kernel for it (" +
                                       std::string(cudaGetErrorString(e)) + ")");
     default:
-      return fail(Status::cuda_error, m);
+      return fail(Status::device_error, m);
   }
 }
 
@@ -717,8 +717,8 @@ std::string device_problem() {
 Result quantize_on_device(const BatchView& in, const BatchView& out, const QuantSpec& spec,
                           int device, std::uintptr_t stream_handle) {
   Plan p;
-  std::string error = make_plan(in, out, spec, p);
-  if (!error.empty()) return fail(Status::bad_input, error);
+  Result planned = make_plan(in, out, spec, p);
+  if (!planned.ok()) return planned;
   const std::string problem = device_problem();
   if (!problem.empty()) return fail(Status::no_gpu, problem);
   cudaError_t e = cudaSetDevice(device);
@@ -773,8 +773,8 @@ Result quantize_on_device(const BatchView& in, const BatchView& out, const Quant
 
 Result emulate_on_host(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
   Plan p;
-  std::string error = make_plan(in, out, spec, p);
-  if (!error.empty()) return fail(Status::bad_input, error);
+  Result planned = make_plan(in, out, spec, p);
+  if (!planned.ok()) return planned;
   if (spec.block_tables) {
     p.args.sets = p.sets.data();
     p.args.block_map = spec.block_tables;

@@ -1,5 +1,6 @@
 // Host interface of the CUDA pipeline. Plain C++ (no CUDA types), so bindings.cpp needs no nvcc.
-// The batch and table descriptions are those of the CPU core (csrc/pipeline.hpp).
+// The batch and table descriptions, and the Status / Result of a call, are those of the CPU core
+// (csrc/pipeline.hpp).
 #pragma once
 
 #include <cstdint>
@@ -9,19 +10,6 @@
 
 namespace fdjpeg {
 namespace cuda {
-
-enum class Status : int {
-  ok = 0,
-  bad_input,      // the arguments describe something the pipeline cannot take (ValueError)
-  no_gpu,         // no device, no driver, or a driver too old for this build
-  out_of_memory,  // device memory for tables / intermediate passes could not be had
-  cuda_error,     // anything else the CUDA runtime reported
-};
-
-struct Result {
-  Status status = Status::ok;
-  std::string message;
-};
 
 // Runs the pipeline on device `device`, enqueued on `stream` (a cudaStream_t as an integer; 0 is the
 // legacy default stream). `in.data` / `out.data` are device pointers; the tables and the block map

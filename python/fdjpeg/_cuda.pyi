@@ -5,6 +5,8 @@ from typing import Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from ._core import InputRangeError as InputRangeError
+
 def quantize(
     input_ptr: int,
     output_ptr: int,
@@ -23,7 +25,10 @@ def quantize(
     stream: int = 0,
 ) -> None:
     """Enqueue the pipeline on `stream` of `device`: device pointers, N x H x W x C shape and
-    element strides; host tables (K x 192) and block map. Does not wait for the GPU."""
+    element strides; host tables (K x 192) and block map. Does not wait for the GPU.
+
+    ``passes`` in [1, fdjpeg._core.MAX_PASSES]. Errors are raised as by the CPU core: ValueError
+    (arguments), MemoryError, RuntimeError (no usable GPU, CUDA runtime errors)."""
 
 def emulate(
     input: npt.NDArray[np.generic],
