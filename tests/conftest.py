@@ -1,7 +1,48 @@
 import numpy as np
 import pytest
 
-from fdjpeg import datasets
+from fdjpeg import _gpu, datasets
+
+#: The devices a device-parametrised test runs on; "cuda" carries the ``cuda`` marker.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+#: The sample types the core computes in.
+DTYPES = [np.uint8, np.float32, np.float64]
+
+
+def cuda_problem() -> str:
+    """Why the CUDA tests cannot run here ("" when a GPU, torch's CUDA and fdjpeg's kernel are usable)."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    module = _gpu.cuda_module()
+    if module is None:
+        return "fdjpeg was built without the CUDA module"
+    return module.device_problem()
+
+
+def pytest_collection_modifyitems(config, items):
+    # tests marked cuda (the "cuda" device parameter included) skip where no GPU is usable
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    problem = cuda_problem() if marked else ""
+    if problem:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=f"needs a usable CUDA GPU: {problem}"))
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """The torch device a test runs on: "cpu", and "cuda" where a GPU is usable."""
+    pytest.importorskip("torch")
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)
+def dtype(request):
+    """A numpy sample type the core computes in."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
