@@ -13,7 +13,7 @@ from fdjpeg import datasets
 from fdjpeg.integrations.ray import DefendBatch, FeatureDistillBatch, JPEGBatch
 
 ray = pytest.importorskip("ray", reason="needs Ray: pip install 'fdjpeg[ray]'")
-README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+API_DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "api.md")
 
 
 def _digest(img):
@@ -38,17 +38,17 @@ def test_batches_without_ray_fixed_ragged_and_grey(photos):
         FeatureDistillBatch(column="pixels")({"image": fixed})
 
 
-def _readme_ray_example():
-    with open(README, encoding="utf-8") as f:
+def _documented_ray_example():
+    with open(API_DOC, encoding="utf-8") as f:
         text = f.read()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     found = [b for b in blocks if "map_batches" in b]
-    assert found, "README has no Ray example"
+    assert found, "docs/api.md has no Ray example"
     return found[0]
 
 
-def test_readme_example_runs_as_written(tmp_path, monkeypatch):
-    """The README's example, executed as it stands on a folder photos/ of real photos."""
+def test_documented_example_runs_as_written(tmp_path, monkeypatch):
+    """The Ray example of docs/api.md, executed as it stands on a folder photos/ of real photos."""
     if ray.is_initialized():
         ray.shutdown()
     photos = datasets.sample_photos()
@@ -56,7 +56,7 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     for stem, img in photos.items():
         Image.fromarray(img).save(tmp_path / "photos" / f"{stem}.png")
     monkeypatch.chdir(tmp_path)
-    exec(compile(_readme_ray_example(), "README.md", "exec"), {})
+    exec(compile(_documented_ray_example(), "docs/api.md", "exec"), {})
     written = sorted((tmp_path / "photos-fd").rglob("*.png"))
     assert len(written) == len(photos)
     got = {_digest(np.asarray(Image.open(p))) for p in written}
