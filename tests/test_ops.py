@@ -193,14 +193,18 @@ def test_bad_images_raise_clear_errors(x, error, match):
         fdjpeg.feature_distill(x)
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf, 1.5, -0.1])
+@pytest.mark.parametrize(
+    "value,match",
+    [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), (1.5, "max 1.5"), (-0.1, "min -0.1")],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_float_images_outside_the_range_name_it(value, dtype):
+def test_float_images_outside_the_range_name_it(value, match, dtype):
     img = np.full((4, 4, 3), 0.5, dtype)
     img[1, 2, 0] = value
-    # the core's own error, passed on as it is: ops matches on no message text
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    # the core's own error type and message, passed on as they are: ops matches on no message text
+    with pytest.raises(_core.InputRangeError, match=r"values in \[0, 1\]; got .*" + match):
         fdjpeg.feature_distill(img)
+    assert issubclass(_core.InputRangeError, ValueError)
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ from . import _core
 COLORS = {"none": 0, "ycbcr": 1}
 SUBSAMPLINGS = {"444": 0, "422": 1, "420": 2, "4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
-#: Most passes one call may ask for (the native core refuses more).
-MAX_PASSES = 64
-#: Most worker threads one call may ask for.
-MAX_THREADS = 1024
+#: Most passes one call may ask for (a call cannot be interrupted); the native core's limit.
+MAX_PASSES: int = _core.MAX_PASSES
+#: Most worker threads one call may ask for; the native core's limit.
+MAX_THREADS: int = _core.MAX_THREADS
 
 
 @dataclass(frozen=True)
