@@ -9,6 +9,7 @@ from .ops import feature_distill, isa, jpeg, quantize
 from .tables import QuantTable
 from . import defenses
 
+# The one place the version is written: pyproject.toml reads it from here (scikit-build-core regex provider).
 __version__ = "0.1.0"
 
 __all__ = ["defenses", "feature_distill", "jpeg", "quantize", "isa", "tables", "QuantTable", "__version__"]

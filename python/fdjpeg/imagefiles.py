@@ -150,6 +150,7 @@ def encode(pixels: np.ndarray, alpha: Optional[np.ndarray], fmt: str, jpeg_file:
         tables = [_baseline_table(t) for t in jpeg_file["tables"]]
         sampling = {"444": 0, "422": 1, "420": 2}[jpeg_file.get("subsampling", "444")]
         rgb = jpeg_file.get("color", "ycbcr") == "none"
+        # keep_rgb needs Pillow 10.2 (the package's minimum): older versions ignore it silently
         Image.fromarray(plane).save(
             buf, "JPEG", qtables=tables[:1] if grey else tables, subsampling=sampling, keep_rgb=rgb and not grey
         )
