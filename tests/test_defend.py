@@ -235,11 +235,28 @@ def test_max_pixels_and_other_defense_params(src, tmp_path):
     assert report["settings"]["params"] == {"quality": 50}
 
 
-def test_parse_params():
-    assert batch.parse_params(["quality=50", "table=band", "x=1.5", "flag=true", "t=(1, 2)"]) == {
-        "quality": 50, "table": "band", "x": 1.5, "flag": True, "t": (1, 2)}
-    with pytest.raises(ValueError, match="key=value"):
-        batch.parse_params(["quality"])
+@pytest.mark.parametrize("args, words", [
+    (["--param", "quality=20.9"], "quality must be an integer"),
+    (["--param", "quality"], "key=value"),
+    (["--param", "colour=red"], "unknown 'colour'"),
+    (["--param", "flip_back=maybe"], "unknown 'flip_back'"),
+    (["--defense", "ensemble-fashion"], "is a classifier"),
+    (["--defense", "webp-flip", "--param", "flip_back=maybe"], "flip_back must be true or false"),
+    (["--defense", "slq", "--param", "qualities=20,0"], "qualities must be a tuple"),
+])
+def test_bad_params_are_usage_errors_before_dst_exists(src, tmp_path, capsys, args, words):
+    dst = tmp_path / "never"
+    assert cli.main(["defend", str(src / "photos"), str(dst), "--quiet", "--defense", "jpeg", *args]) == 2
+    assert words in capsys.readouterr().err
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("option", ["--threads", "--io-threads", "--batch-size", "--max-pixels"])
+def test_counts_below_one_are_usage_errors(src, tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["defend", str(src / "photos"), str(tmp_path / "never"), option, "0"])
+    assert exc.value.code == 2 and "positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
 
 
 def test_jpeg_output_carries_the_defense_tables(src, tmp_path):

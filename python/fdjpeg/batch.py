@@ -14,7 +14,6 @@ one written just before an interruption).
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import sys
@@ -23,12 +22,13 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from . import defenses, imagefiles
+from . import imagefiles
+from .defenses import build_defense
 from .imagefiles import BadImage
 
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
@@ -42,26 +42,6 @@ def image_extensions() -> set:
     """File name endings of the formats Pillow can open here (lower case, with the dot)."""
     Image.init()
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-
-
-def parse_params(items: Iterable[str]) -> Dict[str, Any]:
-    """``["quality=50", "table=band"]`` -> ``{"quality": 50, "table": "band"}``: values are read
-    as Python literals (numbers, True/False/None, tuples) when they parse, else kept as text."""
-    params: Dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--param takes key=value, got {item!r}")
-        lowered = text.strip().lower()
-        if lowered in ("true", "false", "none", "null"):
-            value: Any = {"true": True, "false": False}.get(lowered)
-        else:
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text
-        params[key.strip()] = value
-    return params
 
 
 # ------------------------------------------------------------------------------------------------
@@ -311,15 +291,6 @@ class Progress:
 
 # ------------------------------------------------------------------------------------------------
 # The run
-
-
-def build_defense(name: str, params: Dict[str, Any], threads: Optional[int]):
-    """The registry's defense with ``threads`` passed where it takes one and the user gave none."""
-    spec = defenses.spec(name)
-    chosen = dict(params)
-    if "threads" in spec.defaults and "threads" not in chosen:
-        chosen["threads"] = threads
-    return defenses.build(name, **chosen)
 
 
 def defend_files(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import batch, defenses, imagefiles
+from . import defenses, imagefiles
 
 
 class Defend:
@@ -33,7 +33,7 @@ class Defend:
     """
 
     def __init__(self, name: str = "fd", *, threads: Any = None, **params: Any):
-        defenses.build(name, **params)  # fail now on an unknown name or parameter
+        defenses.check_transform(name, **params)  # fail now on an unknown name or a bad parameter (nothing is built)
         self.name, self.params, self.threads = name, params, threads
         self._built = None  # (process id, defense), made on first use in each process
 
@@ -62,7 +62,7 @@ class Defend:
     def _defense(self):
         if self._built is None or self._built[0] != os.getpid():
             threads = self.threads if self.threads is not None else _threads_here()
-            self._built = (os.getpid(), batch.build_defense(self.name, self.params, threads))
+            self._built = (os.getpid(), defenses.build_defense(self.name, self.params, threads))
         return self._built[1]
 
     def __getstate__(self):

@@ -23,10 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", metavar="SRC", help="image file, folder, or list file (one path a line)")
     p.add_argument("dst", metavar="DST", help="output folder (or an output .png/.jpg path when SRC is one image)")
-    p.add_argument("--defense", default="fd", help=f"defense name: {', '.join(defenses.names())} (default: %(default)s)")
+    p.add_argument("--defense", default="fd", help=f"defense name: {', '.join(defenses.transform_names())} (default: %(default)s)")
     p.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
-        help="defense parameter, repeatable (e.g. --param quality=50 --param passes=2)",
+        help="defense parameter, repeatable, read as the parameter's declared type (e.g. --param quality=50 "
+        "--param subsampling=444 --param qualities=20,40,60 --param flip_back=yes --param seed=none)",
     )
     p.add_argument(
         "--format", choices=sorted(batch.FORMATS), default=None,
@@ -35,11 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="skip outputs a previous run finished")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never inputs)")
-    p.add_argument("--threads", type=int, default=None, help="threads of the native core (default: all cores)")
-    p.add_argument("--io-threads", type=int, default=None, help="reader and writer threads each (default: cores, at least 2)")
-    p.add_argument("--batch-size", type=int, default=16, help="images read ahead and defended together (default: %(default)s)")
+    p.add_argument("--threads", type=_positive, default=None, help="threads of the native core (default: all cores)")
+    p.add_argument("--io-threads", type=_positive, default=None, help="reader and writer threads each (default: cores, at least 2)")
+    p.add_argument("--batch-size", type=_positive, default=16, help="images read ahead and defended together (default: %(default)s)")
     p.add_argument(
-        "--max-pixels", type=int, default=batch.DEFAULT_MAX_PIXELS,
+        "--max-pixels", type=_positive, default=batch.DEFAULT_MAX_PIXELS,
         help="skip (and report) images with more pixels than this (default: Pillow's %(default)s)",
     )
     p.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9", help="PNG zlib level (default: %(default)s)")
@@ -50,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        params = batch.parse_params(args.param)
-    except ValueError as exc:
+        params = _checked_params(args.defense, args.param)
+    except (ValueError, TypeError) as exc:
         print(f"fdjpeg defend: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -71,6 +72,24 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
     print(summary.text())
     return summary.exit_status
+
+
+def _checked_params(name: str, items) -> dict:
+    """The typed ``--param`` values, checked before any file is touched (no defense is built)."""
+    params = defenses.parse_params(name, items)
+    defenses.check_transform(name, **params)
+    return params
+
+
+def _positive(text: str) -> int:
+    """argparse type of counts that must be at least 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _signals_stop(stop: threading.Event) -> dict:

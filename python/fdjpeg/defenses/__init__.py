@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from .params import Param
 from .registry import (
-    Defense, DefenseSpec, build, build_defense, check, is_random, names, parse_params, register, spec,
+    Defense, DefenseSpec, build, build_defense, check, check_transform, is_random, names, parse_params, register, spec,
+    transform_names,
 )
 from . import builtin  # noqa: E402,F401  (registers the defenses shipped with fdjpeg)
 
 __all__ = [
-    "Defense", "DefenseSpec", "Param", "build", "build_defense", "check", "is_random", "names", "parse_params",
-    "register", "spec",
+    "Defense", "DefenseSpec", "Param", "build", "build_defense", "check", "check_transform", "is_random", "names",
+    "parse_params", "register", "spec", "transform_names",
 ]

@@ -128,6 +128,18 @@ def check(name: str, **params: Any) -> Dict[str, Any]:
     return spec(name).check(params)
 
 
+def transform_names() -> List[str]:
+    """The names of image transforms (every defense but the classifiers)."""
+    return [n for n in names() if not _REGISTRY[n].classifier]
+
+
+def check_transform(name: str, **params: Any) -> Dict[str, Any]:
+    """:func:`check`, refusing a classifier where images are to be defended (files, pipelines)."""
+    if spec(name).classifier:
+        raise ValueError(f"{name!r} is a classifier, not an image transform; choose one of {transform_names()}")
+    return check(name, **params)
+
+
 def parse_params(name: str, items: Iterable[str]) -> Dict[str, Any]:
     """``key=value`` texts (``fdjpeg defend --param``, evaluation configurations) read as the
     declared types of the defense ``name``'s parameters."""
@@ -170,6 +182,6 @@ def _conform(defense: Any, s: DefenseSpec) -> Any:
 
 
 __all__ = [
-    "Defense", "DefenseSpec", "Param", "build", "build_defense", "check", "is_random", "names", "parse_params",
-    "register", "spec",
+    "Defense", "DefenseSpec", "Param", "build", "build_defense", "check", "check_transform", "is_random", "names",
+    "parse_params", "register", "spec", "transform_names",
 ]

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .. import batch as _batch
+from .. import defenses as _defenses
 
 
 class DefendBatch:
@@ -32,7 +32,8 @@ class DefendBatch:
                  threads: Optional[int] = None, **params: Any):
         self.column = column
         self.output_column = output_column or column
-        self.defense = _batch.build_defense(defense, params, threads if threads is not None else _ray_cpus())
+        _defenses.check_transform(defense, **params)
+        self.defense = _defenses.build_defense(defense, params, threads if threads is not None else _ray_cpus())
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if self.column not in batch:
