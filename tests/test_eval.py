@@ -122,7 +122,7 @@ def test_random_defense_gets_eot_in_the_adaptive_attack(task):
 
 
 def test_configurations_parse_and_bad_ones_are_refused():
-    assert parse_config("jpeg:quality=50,subsampling=444") == ("jpeg", {"quality": 50, "subsampling": 444})
+    assert parse_config("jpeg:quality=50,subsampling=444") == ("jpeg", {"quality": 50, "subsampling": "444"})
     assert parse_config("pgd:steps=20, step_size=2/255, random_start=false") == (
         "pgd", {"steps": 20, "step_size": pytest.approx(2 / 255), "random_start": False})
     assert parse_value("8/255") == pytest.approx(8 / 255)

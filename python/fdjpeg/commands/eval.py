@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+
+from ..defenses.params import read_float
 
 FAST = {
     "models": ["fashion-cnn"],
@@ -28,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--defenses", nargs="+", help=f"defense configurations, e.g. jpeg:quality=50 fd:passes=2 fd:table=derived (default: {' '.join(DEFAULT_DEFENSES)})")
     p.add_argument("--attacks", nargs="+", help="attacks, e.g. fgsm pgd:steps=10 bim deepfool cw:steps=50 (default: fgsm pgd); "
                    "DeepFool and CW run once, on the first --minimal-n images")
-    p.add_argument("--epsilons", nargs="+", help="L-inf budgets for every model (8/255 is accepted); default: 2/255 4/255 8/255 for ImageNet, 0.1 0.2 0.3 for (Fashion-)MNIST")
+    p.add_argument("--epsilons", nargs="+", type=_budget, help="L-inf budgets for every model (8/255 is accepted); default: 2/255 4/255 8/255 for ImageNet, 0.1 0.2 0.3 for (Fashion-)MNIST")
     p.add_argument("--threat-models", nargs="+", choices=["gray-box", "adaptive"], default=["gray-box", "adaptive"])
     p.add_argument("-n", "--n-images", type=int, help="images per model (default 100; --fast: 48)")
     p.add_argument("--minimal-n", type=int, help="images for DeepFool/CW (default: --n-images)")
@@ -42,11 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _budget(text: str) -> float:
+    """argparse type of --epsilons: a finite number >= 0, also written as a fraction (8/255)."""
+    try:
+        value = read_float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"budgets are numbers >= 0 like 0.1 or 8/255, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..eval import evaluate
-    from ..eval.configs import parse_value
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,12 +68,7 @@ def run(args: argparse.Namespace) -> int:
     defenses = args.defenses or base.get("defenses") or DEFAULT_DEFENSES
     attacks = args.attacks or base.get("attacks") or ["fgsm", "pgd"]
     n = args.n_images or base.get("n") or 100
-    epsilons = None
-    if args.epsilons:
-        epsilons = [parse_value(e) for e in args.epsilons]
-        bad = [e for e in epsilons if not isinstance(e, (int, float)) or isinstance(e, bool)]
-        if bad:
-            raise SystemExit(f"fdjpeg eval: --epsilons must be numbers like 0.1 or 8/255, got {bad}")
+    epsilons = args.epsilons
     start = time.perf_counter()
     try:
         results = evaluate(

@@ -1,55 +1,69 @@
 """Named configurations of defenses and attacks, as the command line writes them.
 
 A configuration is ``name`` or ``name:key=value,key=value``: ``jpeg:quality=50``, ``fd:passes=2``,
-``fd:table=band``, ``pgd:steps=20,step_size=0.01``. Values are read as int, float (``8/255`` too),
-``true``/``false`` or text. ``fd:table=derived`` is Feature Distillation with a table derived by
-:func:`fdjpeg.tables.from_statistics` from the task's clean *training* images (never the evaluated ones).
+``jpeg:subsampling=420``, ``slq:qualities=20,40,seed=3``, ``pgd:steps=20,step_size=0.01``. A
+defense's values are read as its declared parameter types (:meth:`fdjpeg.defenses.DefenseSpec.parse`;
+a comma followed by no ``key=`` continues a tuple value); an attack's as int, float (``8/255`` too),
+``true``/``false``, ``none`` or text. ``fd:table=derived`` is Feature Distillation with a table
+derived by :func:`fdjpeg.tables.from_statistics` from the task's clean *training* images (never the
+evaluated ones).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import attacks as _attacks
 from .. import defenses as _defenses
 from .. import tables as _tables
+from ..defenses.params import NONE_WORDS, read_bool, read_float, read_int, split_assignments
 
 
 def parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
+    """An untyped value (attack parameters, budgets): bool, None, int, number or fraction, else text."""
+    if text.strip().lower() in NONE_WORDS:
         return None
-    for kind in (int, float):
+    for read in (_read_word_bool, read_int, read_float):
         try:
-            return kind(text)
+            return read(text)
         except ValueError:
-            pass
-    if "/" in text:
-        try:
-            return float(Fraction(text))
-        except (ValueError, ZeroDivisionError):
             pass
     return text
 
 
-def parse_config(text: str) -> Tuple[str, Dict[str, Any]]:
-    """``"name:k=v,k=v"`` -> ``("name", {"k": v, ...})``."""
+def _read_word_bool(text: str) -> bool:
+    # only the words: "1" and "0" are numbers here, where no declaration says otherwise
+    if text.strip().lower() not in ("true", "false"):
+        raise ValueError(text)
+    return read_bool(text)
+
+
+def split_config(text: str) -> Tuple[str, List[str]]:
+    """``"name:k=v,k=v"`` -> ``("name", ["k=v", "k=v"])``; an item without ``=`` continues the
+    previous value (``qualities=20,40``)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"a configuration must be a non-empty string like 'jpeg:quality=50', got {text!r}")
     name, _, rest = text.strip().partition(":")
-    params: Dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"in {text!r}: parameters are written key=value, got {item!r}")
-        params[key.strip()] = parse_value(value.strip())
-    return name.strip(), params
+    items: List[str] = []
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        if "=" not in part and items:
+            items[-1] += "," + part
+        else:
+            items.append(part)
+    split_assignments(items, repr(text))  # every item is key=value
+    return name.strip(), items
+
+
+def parse_config(text: str) -> Tuple[str, Dict[str, Any]]:
+    """``"name:k=v,k=v"`` -> ``("name", {"k": v, ...})``, values typed by the defense's declared
+    parameters when ``name`` is a defense."""
+    name, items = split_config(text)
+    if name in _defenses.names():
+        return name, _defenses.parse_params(name, items)
+    return name, {key: parse_value(value) for key, value in split_assignments(items, repr(text))}
 
 
 def derived_table(train_images) -> _tables.QuantTable:
@@ -68,11 +82,10 @@ def derived_table(train_images) -> _tables.QuantTable:
 @dataclass
 class DefenseConfig:
     """A defense to evaluate: ``make(task)`` returns the callable (a task may shape it, e.g. a derived
-    table); ``random`` says whether EOT applies."""
+    table), whose ``random`` says whether EOT applies."""
 
     label: str
     make: Callable[[Any], Callable]
-    random: bool = False
 
 
 def defense_config(item: Union[str, Callable, Tuple[str, Callable], DefenseConfig]) -> DefenseConfig:
@@ -80,18 +93,21 @@ def defense_config(item: Union[str, Callable, Tuple[str, Callable], DefenseConfi
         return item
     if isinstance(item, tuple) and len(item) == 2 and (callable(item[1]) or hasattr(item[1], "as_classifier")):
         label, fn = item
-        return DefenseConfig(str(label), lambda task, fn=fn: fn, bool(getattr(fn, "random", False)))
+        return DefenseConfig(str(label), lambda task, fn=fn: fn)
     if callable(item):
-        return DefenseConfig(getattr(item, "__name__", repr(item)), lambda task, fn=item: item, bool(getattr(item, "random", False)))
+        return DefenseConfig(getattr(item, "__name__", repr(item)), lambda task, fn=item: item)
     name, params = parse_config(item)
-    spec = _defenses.spec(name)  # unknown names fail here, with the known ones listed
-    if name == "fd" and params.get("table") == "derived":
+    _defenses.spec(name)  # unknown names fail here, with the known ones listed
+    derived = name == "fd" and params.get("table") == "derived"
+    if derived:
+        del params["table"]  # made from the task's training images when the task is known
+    _defenses.check(name, **params)  # parameters are checked now, before any work
+    if derived:
         def make(task, params=params):
-            return _defenses.build("fd", **{**params, "table": derived_table(task.train_images)})
+            return _defenses.build("fd", **params, table=derived_table(task.train_images))
     else:
-        _defenses.build(name, **params)  # parameters are checked now, before any work
         make = lambda task, name=name, params=params: _defenses.build(name, **params)  # noqa: E731
-    return DefenseConfig(item.strip(), make, spec.random)
+    return DefenseConfig(item.strip(), make)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..attacks import Defended
+from ..defenses import is_random
 from .configs import AttackConfig, DefenseConfig, attack_config, defense_config
 from .report import Results
 from .tasks import Task, load_task
@@ -189,9 +190,9 @@ def _build_defenses(defense_cfgs, task, probe, results) -> Dict[str, Armed]:
         try:
             defend = d.make(task)
             if hasattr(defend, "as_classifier"):
-                armed = Armed(_identity, defend.as_classifier().eval(), d.random)
+                armed = Armed(_identity, defend.as_classifier().eval(), is_random(defend))
             else:
-                armed = Armed(defend, task.model, d.random)
+                armed = Armed(defend, task.model, is_random(defend))
             armed.correct(probe, task.labels[:1], 1)
         except Exception as exc:  # noqa: BLE001  (any failure of a user's defense is reported, not fatal)
             note = f"{type(exc).__name__}: {exc}"
