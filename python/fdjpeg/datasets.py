@@ -1,6 +1,6 @@
 """Real images that install with common packages (no download at run time).
 
-See DATA.md of the project for what each source holds. Loaders return uint8 RGB arrays (H x W x 3).
+docs/models.md says what each source holds. Loaders return uint8 RGB arrays (H x W x 3).
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def photo_crop_boxes(height: int, width: int, size: int) -> list[tuple[str, int,
 
 
 def photo_crops(size: int = 224, *, max_side_factor: float = 2.0, log=None) -> Dict[str, np.ndarray]:
-    """``size x size`` crops of the real photographs of DATA.md, ``{"source/stem/crop": uint8 RGB}``.
+    """``size x size`` crops of the real photographs of :func:`photo_files`, ``{"source/stem/crop": uint8 RGB}``.
 
     Protocol (deterministic, so results reproduce):
 

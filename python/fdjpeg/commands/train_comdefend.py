@@ -1,6 +1,6 @@
 """``fdjpeg train-comdefend``: train ComDefend on clean images (real photos or Fashion-MNIST).
 
-RGB: random 32 x 32 patches (with random left-right flips) of the real photographs of DATA.md
+RGB: random 32 x 32 patches (with random left-right flips) of the real photographs
 (:func:`fdjpeg.datasets.photo_files`: scikit-image, scikit-learn, matplotlib, opencv-doc), two of
 them held out for the reported PSNR. Grey: Fashion-MNIST's training images, PSNR on its test images.
 Checkpoints (model, optimiser, random states) are written every ``--save-every`` iterations and

@@ -362,6 +362,7 @@ def build(variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None,
         on = x.device if isinstance(x, torch.Tensor) else _model_device(model)
         return defend(x, copies.on(on), batch_size=batch_size)
 
+    comdefend_defense.random = False
     comdefend_defense.differentiable = gradient != "identity"
     comdefend_defense.model = model
     return comdefend_defense

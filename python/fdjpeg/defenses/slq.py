@@ -56,6 +56,7 @@ class StochasticLocalQuantization:
     """
 
     random = True
+    differentiable = False  # adaptive attacks take it as the identity (BPDA)
 
     def __init__(self, qualities: Sequence[int] = QUALITIES, *, subsampling: str = "444", seed: Seed = None,
                  threads: Optional[int] = None) -> None:

@@ -54,8 +54,7 @@ class _Wrapped:
         self.channels_first = _flag(channels_first, "channels_first")
         self.clip_values = _clip_values(clip_values)
         self.differentiable = bool(getattr(self.defense, "differentiable", False))
-        spec_random = getattr(_defenses.spec(name), "random", False)
-        self.random = bool(getattr(self.defense, "random", spec_random))
+        self.random = _defenses.is_random(self.defense)
 
     @property
     def scale(self) -> float:
