@@ -60,6 +60,7 @@ class Plan:
     ignored: List[str]  # files under SRC that are not images by their name (reported, not failed)
     dst_root: str  # folder of the manifest and the default report
     single_file: bool
+    src_dir: Optional[str] = None  # real path of SRC when it is a folder (nothing is written below it)
 
 
 def find_inputs(src: str) -> Tuple[str, List[str], List[str]]:
@@ -118,7 +119,8 @@ def plan(src: str, dst: str, fmt: str) -> Plan:
     for t in tasks:
         if os.path.realpath(t.out) in inputs or (os.path.exists(t.out) and _same_as_any(t.out, images)):
             raise ValueError(f"output {t.out!r} would overwrite the input of the same name; choose another DST")
-    return Plan(tasks, ignored, dst_root, single)
+    src_dir = os.path.realpath(src_abs) if os.path.isdir(src_abs) else None
+    return Plan(tasks, ignored, dst_root, single, src_dir)
 
 
 def _mirror(root: str, images: Sequence[str], dst: str, ext: str) -> List[str]:
@@ -134,6 +136,27 @@ def _mirror(root: str, images: Sequence[str], dst: str, ext: str) -> List[str]:
 
 def _same_as_any(out: str, images: Sequence[str]) -> bool:
     return any(os.path.exists(p) and os.path.samefile(out, p) for p in images)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether real path ``path`` is ``folder`` or below it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_report_path(report: str, the_plan: Plan) -> None:
+    """Refuse a ``--report`` path that would replace an input, an output or the manifest, or land
+    in SRC: the JSON would silently take the place of a file the user or this run needs."""
+    real = os.path.realpath(report)
+    if os.path.isdir(real):
+        raise ValueError(f"--report {report!r} is a folder; name a file")
+    if the_plan.src_dir is not None and _inside(real, the_plan.src_dir):
+        raise ValueError(f"--report {report!r} is inside SRC; nothing is written there")
+    if any(real == os.path.realpath(t.src) for t in the_plan.tasks):
+        raise ValueError(f"--report {report!r} is an input; it would be replaced")
+    if any(real == os.path.realpath(t.out) for t in the_plan.tasks):
+        raise ValueError(f"--report {report!r} is one of the outputs; choose another path")
+    if not the_plan.single_file and real == os.path.realpath(os.path.join(the_plan.dst_root, MANIFEST_NAME)):
+        raise ValueError(f"--report {report!r} is the run's manifest; choose another path")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,6 +350,8 @@ def defend_files(
     if fmt == "jpeg" and jpeg_file is None:
         raise ValueError(f"defense {defense!r} has no quantization tables of its own to store in a JPEG; use --format png")
     settings = _settings_key(defense, params, fmt)
+    if report:
+        check_report_path(report, the_plan)
     report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
     os.makedirs(the_plan.dst_root, exist_ok=True)
     remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file)

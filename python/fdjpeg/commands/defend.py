@@ -44,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="skip (and report) images with more pixels than this (default: Pillow's %(default)s)",
     )
     p.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9", help="PNG zlib level (default: %(default)s)")
-    p.add_argument("--report", default=None, help="where to write the JSON report (default: DST/fdjpeg-report.json)")
+    p.add_argument(
+        "--report", default=None,
+        help="where to write the JSON report (default: DST/fdjpeg-report.json); never an input, an output or inside SRC",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

@@ -1,0 +1,66 @@
+"""``fdjpeg defend`` tried as a hostile user would: every way found to lose or misplace data, each
+closed (usage errors exit 2 before anything is written; nothing written outside DST or into SRC)."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fdjpeg
+from fdjpeg import batch, cli, datasets
+
+
+def _tree(root):
+    """Bytes hash of every file under ``root`` (links as their target name)."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(folder, name)
+            if os.path.islink(p):
+                out[p] = ("link", os.readlink(p))
+            else:
+                with open(p, "rb") as f:
+                    out[p] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _photo(k=0, size=48):
+    cat = datasets.sample_photos()["chelsea"]
+    return np.ascontiguousarray(cat[k * 5 : k * 5 + size, k * 3 : k * 3 + size])
+
+
+@pytest.fixture
+def src(tmp_path):
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(_photo(0)).save(root / "a.png")
+    Image.fromarray(_photo(1)).save(root / "sub" / "b.png")
+    return root
+
+
+def _defend(*args):
+    return cli.main(["defend", *map(str, args), "--quiet"])
+
+
+# ------------------------------------------------------------------------------------------------
+# --report
+
+
+@pytest.mark.parametrize("where", ["input", "output", "inside_src", "folder"])
+def test_report_on_an_input_an_output_or_inside_src_is_refused(src, tmp_path, capsys, where):
+    dst = tmp_path / "dst"
+    report = {"input": src / "a.png", "output": dst / "a.png", "inside_src": src / "new-report.json",
+              "folder": src.parent}[where]
+    before = _tree(src)
+    assert _defend(src, dst, "--report", report) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fdjpeg defend: ") and "--report" in err and err.count("\n") == 1
+    assert not dst.exists() and _tree(src) == before
+
+
+def test_report_elsewhere_is_written(src, tmp_path):
+    assert _defend(src, tmp_path / "dst", "--report", tmp_path / "r.json") == 0
+    assert json.loads((tmp_path / "r.json").read_text())["counts"]["written"] == 2
