@@ -64,3 +64,33 @@ def test_report_on_an_input_an_output_or_inside_src_is_refused(src, tmp_path, ca
 def test_report_elsewhere_is_written(src, tmp_path):
     assert _defend(src, tmp_path / "dst", "--report", tmp_path / "r.json") == 0
     assert json.loads((tmp_path / "r.json").read_text())["counts"]["written"] == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Output names that collide after the extension rename
+
+
+def test_names_colliding_after_rename_each_get_their_own_output(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["x.jpg", "x.png", "x.jpg.png", "y.jpeg", "y.JPG", "y.png"]
+    for k, name in enumerate(names):
+        Image.fromarray(_photo(k)).save(src / name, format="PNG")  # PNG data whatever the name: exact pixels
+    dst = tmp_path / "dst"
+    assert _defend(src, dst) == 0
+    outputs = sorted(n for n in os.listdir(dst) if n.endswith(".png"))
+    assert len(outputs) == len(names)
+    report = json.loads((dst / batch.REPORT_NAME).read_text())
+    assert report["counts"]["written"] == len(names)
+    mapping = {os.path.basename(e["src"]): os.path.basename(e["out"]) for e in report["files"] if e.get("renamed")}
+    # the documented rule: a unique name keeps the plain rename, the others keep their extension,
+    # and what still clashes gets ~2, ~3 ...
+    assert mapping == {"x.jpg": "x.jpg~2.png", "x.png": "x.png.png", "y.jpeg": "y.jpeg.png",
+                       "y.JPG": "y.JPG.png", "y.png": "y.png.png"}
+    for k, name in enumerate(names):
+        out = mapping.get(name, "x.jpg.png" if name == "x.jpg.png" else None)
+        with Image.open(dst / out) as im:
+            np.testing.assert_array_equal(np.asarray(im), fdjpeg.feature_distill(_photo(k)), err_msg=name)
+    # a second run in resume mode finds every one complete
+    assert _defend(src, dst, "--resume") == 0
+    assert json.loads((dst / batch.REPORT_NAME).read_text())["counts"]["complete"] == len(names)

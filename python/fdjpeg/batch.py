@@ -52,6 +52,7 @@ def image_extensions() -> set:
 class Task:
     src: str  # absolute input path
     out: str  # absolute output path
+    renamed: bool = False  # the plain name clashed with another input's (see _mirror)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def plan(src: str, dst: str, fmt: str) -> Plan:
         tasks = [Task(images[0], dst_abs)]
         dst_root = os.path.dirname(dst_abs)
     else:
-        tasks = [Task(p, out) for p, out in zip(images, _mirror(root, images, dst_abs, FORMATS[fmt]))]
+        tasks = [Task(p, out, renamed) for p, (out, renamed) in zip(images, _mirror(root, images, dst_abs, FORMATS[fmt]))]
         dst_root = dst_abs
     inputs = {os.path.realpath(p) for p in images}
     for t in tasks:
@@ -123,15 +124,30 @@ def plan(src: str, dst: str, fmt: str) -> Plan:
     return Plan(tasks, ignored, dst_root, single, src_dir)
 
 
-def _mirror(root: str, images: Sequence[str], dst: str, ext: str) -> List[str]:
-    """Output paths: the input's path relative to ``root`` under ``dst`` with ``ext``; inputs that
-    would share an output (``a.jpg`` and ``a.png``) keep their own extension (``a.jpg.png``)."""
+def _mirror(root: str, images: Sequence[str], dst: str, ext: str) -> List[Tuple[str, bool]]:
+    """``(output path, renamed)`` for each input: its path relative to ``root`` under ``dst`` with
+    ``ext`` instead of its extension. Names are made unique after that rename, deterministically:
+    a name only one input maps to keeps it; inputs that share one keep their own extension
+    (``a.jpg`` -> ``a.jpg.png``); a name that still clashes gets ``~2``, ``~3``, ... before ``ext``
+    (``a.jpg~2.png``), the first free one in input order."""
     rels = [os.path.relpath(p, root) for p in images]
     plain = [os.path.splitext(r)[0] + ext for r in rels]
     counts: Dict[str, int] = {}
     for p in plain:
         counts[p] = counts.get(p, 0) + 1
-    return [os.path.join(dst, p if counts[p] == 1 else r + ext) for p, r in zip(plain, rels)]
+    taken = {p for p in plain if counts[p] == 1}  # unique plain names have the first claim
+    names: List[Tuple[str, bool]] = []
+    for p, r in zip(plain, rels):
+        if counts[p] == 1:
+            names.append((p, False))
+            continue
+        name, n = r + ext, 1
+        while name in taken:
+            n += 1
+            name = f"{r}~{n}{ext}"
+        taken.add(name)
+        names.append((name, True))
+    return [(os.path.join(dst, name), renamed) for name, renamed in names]
 
 
 def _same_as_any(out: str, images: Sequence[str]) -> bool:
@@ -171,6 +187,7 @@ class Outcome:
     reason: str = ""
     notes: List[str] = field(default_factory=list)
     bytes: int = 0
+    renamed: bool = False  # the output name is not the plain rename (it clashed; see _mirror)
 
 
 @dataclass
@@ -201,6 +218,9 @@ class Summary:
         lines = [line] + [f"  failed: {o.src}: {o.reason}" for o in bad[:20]]
         if len(bad) > 20:
             lines.append(f"  ... and {len(bad) - 20} more")
+        renamed = sum(1 for o in self.outcomes if o.renamed)
+        if renamed:
+            lines.append(f"  {renamed} outputs named apart from inputs that would share a name (the report maps them)")
         if self.report_path:
             lines.append(f"report: {self.report_path}")
         return "\n".join(lines)
@@ -225,12 +245,13 @@ def _load_manifest(path: str) -> Dict[str, dict]:
 
 
 def _write_report(path: str, summary: Summary, settings: str) -> None:
-    """JSON: the run's settings, counts, and one entry per file that failed, was converted or was
-    not an image (files written as they were are only counted)."""
+    """JSON: the run's settings, counts, and one entry per file that failed, was converted, was
+    not an image or got an output name other than the plain rename (files written as they were
+    are only counted)."""
     entries = [
-        {k: v for k, v in asdict(o).items() if v not in (None, "", [], 0)}
+        {k: v for k, v in asdict(o).items() if v not in (None, "", [], 0, False)}
         for o in summary.outcomes
-        if o.status in ("failed", "ignored") or o.notes
+        if o.status in ("failed", "ignored") or o.notes or o.renamed
     ]
     doc = {
         "settings": json.loads(settings),
@@ -380,6 +401,9 @@ def defend_files(
         raise
     finally:
         bar.close()
+        renamed = {t.src for t in the_plan.tasks if t.renamed}
+        for o in outcomes:
+            o.renamed = o.src in renamed
         summary = _summarize(outcomes, time.perf_counter() - start, report_path, interrupted)
         if report_path:
             _write_report(report_path, summary, settings)
