@@ -91,15 +91,18 @@ inline int enum_code(const py::handle& value, const char* name, int count, const
 // identity: arrays that crossed a process (pickle, multiprocessing, Ray) carry dtype objects
 // equal to, but not the same as, numpy's built-in ones.
 inline DType sample_type(const py::dtype& dt, const char* name) {
+  // Plain fields only on the way in (no Python calls): this runs on every call.
   const char kind = dt.kind();
   const auto size = dt.itemsize();
   const bool known = (kind == 'u' && size == 1) || (kind == 'f' && (size == 4 || size == 8));
-  const std::string given = py::str(static_cast<const py::object&>(dt)).cast<std::string>();
+  auto given = [&] { return py::str(static_cast<const py::object&>(dt)).cast<std::string>(); };
   if (!known)
     throw py::type_error(std::string(name) + " must hold uint8, float32 or float64 samples, got " +
-                         given);
-  if (!dt.attr("isnative").cast<bool>())
-    throw py::type_error(std::string(name) + " holds " + given +
+                         given());
+  // numpy writes native order as '=' (and '|' where order does not apply).
+  const char order = dt.byteorder();
+  if (order != '=' && order != '|')
+    throw py::type_error(std::string(name) + " holds " + given() +
                          " samples in non-native byte order; convert them first, e.g. "
                          "x.astype(x.dtype.newbyteorder('='))");
   if (kind == 'u') return DType::u8;
