@@ -31,6 +31,7 @@ struct ImageJob {
   int64_t mcu_height = 8;  // pixel rows per stripe
   int64_t padded_height = 0, padded_width = 0;
   int64_t chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
+  bool fancy_upsampling = true;  // false: replicate chroma (BlockGeometry::fancy_upsampling)
   float shift = 0.f;       // level shift subtracted before the DCT
   // 8-bit images: component samples are whole numbers wherever libjpeg stores them as JSAMPLEs
   // (after colour conversion, downsampling, IDCT and upsampling), as in a real JPEG round trip.

@@ -156,6 +156,7 @@ class BatchRunner {
     proto_.padded_width = g.padded_width;
     proto_.chroma_height = g.chroma_height;
     proto_.chroma_width = g.chroma_width;
+    proto_.fancy_upsampling = g.fancy_upsampling;
     proto_.shift = spec.level_shift ? 128.f : 0.f;
     proto_.integer_samples = in.dtype == DType::u8;
     proto_.block_cols = g.block_cols;

@@ -80,6 +80,9 @@ struct BlockGeometry {
   int64_t block_rows = 0, block_cols = 0;   // luma plane in 8x8 blocks
   int64_t chroma_padded_height = 0, chroma_padded_width = 0;  // chroma planes (whole blocks)
   int64_t chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
+  // libjpeg's triangle filter needs a chroma plane over 2 samples wide; narrower ones are
+  // replicated (as libjpeg does).
+  bool fancy_upsampling = true;
 };
 BlockGeometry block_geometry(int64_t height, int64_t width, int64_t channels, Color color,
                              Subsampling subsampling);

@@ -45,6 +45,7 @@ BlockGeometry block_geometry(int64_t height, int64_t width, int64_t channels, Co
   g.chroma_padded_width = g.padded_width / f.h;
   g.chroma_height = ceil_div(height, f.v);
   g.chroma_width = ceil_div(width, f.h);
+  g.fancy_upsampling = g.chroma_width > 2;
   return g;
 }
 

@@ -1,6 +1,6 @@
 // Eight-float vectors for the block kernel: a portable one, and AVX2 where the including
 // translation unit is compiled for it. Both do the same IEEE operations in the same order, so the
-// kernels built on them give bit-identical results.
+// block arithmetic (block_math.hpp) instantiated with either gives bit-identical results.
 #pragma once
 
 #include <cstdint>
@@ -11,9 +11,6 @@
 
 namespace fdjpeg {
 namespace detail {
-
-// 1.5 * 2^23: adding and subtracting it rounds half to even, exactly for |v| < 2^22.
-constexpr float kRoundMagic = 12582912.f;
 
 struct VecPortable {
   float v[8];
@@ -42,11 +39,6 @@ struct VecPortable {
   FDJPEG_PORTABLE_OP(*)
   FDJPEG_PORTABLE_OP(/)
 #undef FDJPEG_PORTABLE_OP
-  inline VecPortable round_even() const {
-    VecPortable r;
-    for (int i = 0; i < 8; ++i) r.v[i] = (v[i] + kRoundMagic) - kRoundMagic;
-    return r;
-  }
   inline VecPortable clamp(float lo, float hi) const {
     VecPortable r;
     for (int i = 0; i < 8; ++i) r.v[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
@@ -73,10 +65,6 @@ struct VecAvx2 {
   inline VecAvx2 operator-(const VecAvx2& b) const { return {_mm256_sub_ps(v, b.v)}; }
   inline VecAvx2 operator*(const VecAvx2& b) const { return {_mm256_mul_ps(v, b.v)}; }
   inline VecAvx2 operator/(const VecAvx2& b) const { return {_mm256_div_ps(v, b.v)}; }
-  inline VecAvx2 round_even() const {
-    const __m256 m = _mm256_set1_ps(kRoundMagic);
-    return {_mm256_sub_ps(_mm256_add_ps(v, m), m)};
-  }
   // Same result as the portable clamp for every non-NaN input.
   inline VecAvx2 clamp(float lo, float hi) const {
     return {_mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi))};

@@ -15,9 +15,11 @@
 // chroma blocks (about 30% more transform work in all) and reads ~1.9x the pixels, mostly from L2.
 // Without subsampling there is no ring at all.
 //
-// The arithmetic is that of the CPU core (csrc/kernels_impl.inc: AAN transforms with the scale
-// factors folded into the tables, csrc/pipeline.cpp: aan_tables), operation for operation and in
-// the same order, compiled without FMA contraction (--fmad=false), so both give the same numbers.
+// The arithmetic is the CPU core's own: the functions of csrc/block_math.hpp (sample conversion,
+// colour, chroma resampling, AAN transforms, quantization and rounding), instantiated here with
+// float, the tables scaled by csrc/spec.cpp (aan_table_set) and the block geometry computed by
+// block_geometry() there, compiled without FMA contraction (--fmad=false), so both back ends
+// give the same numbers.
 //
 // The per-tile code is __host__ __device__: emulate_on_host() runs it on the CPU, tile after tile,
 // so that its logic is tested where no GPU is present.
@@ -36,11 +38,18 @@
 #else
 #define FDJPEG_BARRIER() ((void)0)
 #endif
-#define FDJPEG_HD __host__ __device__ __forceinline__
 
 namespace fdjpeg {
 namespace cuda {
 namespace {
+
+#include "block_math.hpp"
+
+#define FDJPEG_HD FDJPEG_BLOCK_INLINE
+
+using block::as_sample;
+using block::load_sample;
+using block::store_sample;
 
 constexpr int kThreads = 256;      // threads per CTA
 constexpr int kMaxTileWidth = 128;  // luma pixels
@@ -56,6 +65,7 @@ struct Geometry {
   int hf = 1, vf = 1;  // chroma subsampling factors
   int padded_height = 0, padded_width = 0;
   int chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
+  bool fancy_upsampling = true;  // false: replicate chroma (BlockGeometry::fancy_upsampling)
   float shift = 0.f;
   bool integer_samples = false;  // 8-bit images: whole-number samples between stages, as libjpeg
   int ring = 0;  // chroma samples transformed around a tile on each side (0 or 8)
@@ -100,89 +110,6 @@ struct Tile {
 
 FDJPEG_HD int imin(int a, int b) { return b < a ? b : a; }
 FDJPEG_HD int imax(int a, int b) { return a < b ? b : a; }
-
-// ---------------------------------------------------------------------------------------------
-// Sample conversion: as csrc/kernels_impl.inc.
-
-template <class T>
-FDJPEG_HD float load_sample(const T* p) {
-  return static_cast<float>(*p) * 255.f;
-}
-template <>
-FDJPEG_HD float load_sample<uint8_t>(const uint8_t* p) {
-  return static_cast<float>(*p);
-}
-template <class T>
-FDJPEG_HD void store_sample(T* p, float v) {
-  *p = static_cast<T>(v * (1.f / 255.f));
-}
-template <>
-FDJPEG_HD void store_sample<uint8_t>(uint8_t* p, float v) {
-  *p = static_cast<uint8_t>(v + 0.5f);
-}
-
-FDJPEG_HD float clamp255(float v) { return v < 0.f ? 0.f : (v > 255.f ? 255.f : v); }
-
-FDJPEG_HD float round_even(float v) {
-  const float magic = 12582912.f;  // 1.5 * 2^23
-  return (v + magic) - magic;
-}
-
-FDJPEG_HD float as_sample(float v, bool integer) { return integer ? round_even(v) : v; }
-
-// ---------------------------------------------------------------------------------------------
-// 1-D AAN transforms of 8 values (as libjpeg's float DCT), in place.
-
-// out[k] = DCT_k * aan(k) * sqrt 8.
-FDJPEG_HD void forward_aan(float* d) {
-  const float tmp0 = d[0] + d[7], tmp7 = d[0] - d[7];
-  const float tmp1 = d[1] + d[6], tmp6 = d[1] - d[6];
-  const float tmp2 = d[2] + d[5], tmp5 = d[2] - d[5];
-  const float tmp3 = d[3] + d[4], tmp4 = d[3] - d[4];
-  const float tmp10 = tmp0 + tmp3, tmp13 = tmp0 - tmp3;
-  const float tmp11 = tmp1 + tmp2, tmp12 = tmp1 - tmp2;
-  d[0] = tmp10 + tmp11;
-  d[4] = tmp10 - tmp11;
-  const float z1 = (tmp12 + tmp13) * 0.707106781f;
-  d[2] = tmp13 + z1;
-  d[6] = tmp13 - z1;
-  const float o10 = tmp4 + tmp5, o11 = tmp5 + tmp6, o12 = tmp6 + tmp7;
-  const float z5 = (o10 - o12) * 0.382683433f;
-  const float z2 = 0.541196100f * o10 + z5;
-  const float z4 = 1.306562965f * o12 + z5;
-  const float z3 = o11 * 0.707106781f;
-  const float z11 = tmp7 + z3, z13 = tmp7 - z3;
-  d[5] = z13 + z2;
-  d[3] = z13 - z2;
-  d[1] = z11 + z4;
-  d[7] = z11 - z4;
-}
-
-// Takes DCT_k * aan(k) * sqrt 8 (the dequantization factors carry the rest of the scale).
-FDJPEG_HD void inverse_aan(float* d) {
-  const float e10 = d[0] + d[4], e11 = d[0] - d[4];
-  const float e13 = d[2] + d[6];
-  const float e12 = (d[2] - d[6]) * 1.414213562f - e13;
-  const float e0 = e10 + e13, e3 = e10 - e13, e1 = e11 + e12, e2 = e11 - e12;
-  const float z13 = d[5] + d[3], z10 = d[5] - d[3];
-  const float z11 = d[1] + d[7], z12 = d[1] - d[7];
-  const float o7 = z11 + z13;
-  const float o11 = (z11 - z13) * 1.414213562f;
-  const float z5 = (z10 + z12) * 1.847759065f;
-  const float o10 = z5 - z12 * 1.082392200f;
-  const float o12 = z5 - z10 * 2.613125930f;
-  const float o6 = o12 - o7;
-  const float o5 = o11 - o6;
-  const float o4 = o10 - o5;
-  d[0] = e0 + o7;
-  d[7] = e0 - o7;
-  d[1] = e1 + o6;
-  d[6] = e1 - o6;
-  d[2] = e2 + o5;
-  d[5] = e2 - o5;
-  d[3] = e3 + o4;
-  d[4] = e3 - o4;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The tile.
@@ -266,23 +193,18 @@ FDJPEG_HD void convert_cell(const KernelArgs& a, const Tile& t, int item, const 
     float luma = r0;
     cb[k] = g0;
     cr[k] = b0;
-    if (g.ycbcr) {
-      const bool integer = g.integer_samples;
-      luma = as_sample(0.299f * r0 + 0.587f * g0 + 0.114f * b0, integer);
-      cb[k] = as_sample(-0.168735892f * r0 - 0.331264108f * g0 + 0.5f * b0 + 128.f, integer);
-      cr[k] = as_sample(0.5f * r0 - 0.418687589f * g0 - 0.081312411f * b0 + 128.f, integer);
-    }
+    if (g.ycbcr) block::rgb_to_ycbcr(r0, g0, b0, g.integer_samples, luma, cb[k], cr[k]);
     const int ly = (t.cy0 + ry) * VF + k / HF - t.y0, lx = (t.cx0 + rx) * HF + k % HF - t.x0;
     if (ly >= 0 && ly < t.h && lx >= 0 && lx < t.w) t.plane[0][ly * t.stride[0] + lx] = luma;
   }
   float c1 = cb[0], c2 = cr[0];
-  // Sum of the four samples of the cell times 1/4, in the CPU's order; 4:2:2 counts its row twice.
+  // The cell's average, rows a and b (4:2:2 passes its one row twice, as the CPU core).
   if (VF == 2) {
-    c1 = as_sample((cb[0] + cb[1] + cb[HF * VF - 2] + cb[HF * VF - 1]) * 0.25f, g.integer_samples);
-    c2 = as_sample((cr[0] + cr[1] + cr[HF * VF - 2] + cr[HF * VF - 1]) * 0.25f, g.integer_samples);
+    c1 = as_sample(block::downsample_cell(cb[0], cb[1], cb[HF * VF - 2], cb[HF * VF - 1]), g.integer_samples);
+    c2 = as_sample(block::downsample_cell(cr[0], cr[1], cr[HF * VF - 2], cr[HF * VF - 1]), g.integer_samples);
   } else if (HF == 2) {
-    c1 = as_sample((cb[0] + cb[HF - 1] + cb[0] + cb[HF - 1]) * 0.25f, g.integer_samples);
-    c2 = as_sample((cr[0] + cr[HF - 1] + cr[0] + cr[HF - 1]) * 0.25f, g.integer_samples);
+    c1 = as_sample(block::downsample_cell(cb[0], cb[HF - 1], cb[0], cb[HF - 1]), g.integer_samples);
+    c2 = as_sample(block::downsample_cell(cr[0], cr[HF - 1], cr[0], cr[HF - 1]), g.integer_samples);
   }
   t.plane[1][ry * t.stride[1] + rx] = c1;
   t.plane[2][ry * t.stride[2] + rx] = c2;
@@ -361,7 +283,7 @@ FDJPEG_HD BlockRef block_ref(const Tile& t, int b) {
 FDJPEG_HD void forward_column(const KernelArgs& a, const BlockRef& r, int x) {
   float d[8];
   for (int y = 0; y < 8; ++y) d[y] = r.origin[y * r.stride + x] - a.g.shift;
-  forward_aan(d);
+  block::forward_aan(d);
   for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = d[u];
 }
 
@@ -382,12 +304,9 @@ FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& 
   float* line = r.origin + u * r.stride;
   float d[8];
   for (int i = 0; i < 8; ++i) d[i] = line[i];
-  forward_aan(d);
-  for (int v = 0; v < 8; ++v) {
-    const float scaled = (v & 3) == 0 ? d[v] / divisor[8 * v] : d[v] * inv_divisor[8 * v];
-    d[v] = round_even(scaled) * dequant[8 * v];
-  }
-  inverse_aan(d);
+  block::forward_aan(d);
+  block::quantize_dequantize(d, divisor, inv_divisor, dequant);
+  block::inverse_aan(d);
   for (int i = 0; i < 8; ++i) line[i] = d[i];
 }
 
@@ -395,33 +314,35 @@ FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& 
 FDJPEG_HD void inverse_column(const KernelArgs& a, const BlockRef& r, int x) {
   float d[8];
   for (int u = 0; u < 8; ++u) d[u] = r.origin[u * r.stride + x];
-  inverse_aan(d);
+  block::inverse_aan(d);
   for (int y = 0; y < 8; ++y)
-    r.origin[y * r.stride + x] = as_sample(clamp255(d[y] + a.g.shift), a.g.integer_samples);
+    r.origin[y * r.stride + x] = block::finish_sample(d[y], a.g.shift, true, a.g.integer_samples);
 }
 
-// libjpeg's fancy upsampling at pixel (y, x) from a chroma plane held for the region of `t`
-// (as upsample_row() of the CPU core: same terms, same order).
+// libjpeg's fancy upsampling (block_math.hpp) at pixel (y, x) from a chroma plane held for the
+// region of `t`, or replication where the chroma plane is too narrow for it.
 FDJPEG_HD float upsample(const Geometry& g, const Tile& t, int comp, int y, int x) {
   const float* p = t.plane_of(comp);
   const int s = t.stride_of(comp);
   const int cw = g.chroma_width, ch = g.chroma_height;
   const int i = y / g.vf;
   const float* near = p + (i - t.cy0) * s - t.cx0;  // indexed by global chroma column
-  if (cw <= 2) return near[x / g.hf];
+  if (!g.fancy_upsampling) return near[x / g.hf];
   const float* far = near;
   if (g.vf == 2) {
     const int j = (y & 1) ? imin(i + 1, ch - 1) : imax(i - 1, 0);
     far = p + (j - t.cy0) * s - t.cx0;
   }
-  auto vertical = [&](int c) { return g.vf == 2 ? 3.f * near[c] + far[c] : 4.f * near[c]; };
-  if (g.hf == 1) return as_sample(vertical(x) * 0.25f, g.integer_samples);
+  auto vertical = [&](int c) {
+    return g.vf == 2 ? block::upsample_vertical(near[c], far[c]) : block::upsample_vertical_none(near[c]);
+  };
+  if (g.hf == 1) return as_sample(block::upsample_horizontal_none(vertical(x)), g.integer_samples);
   // Output pixels 2c and 2c+1 lie at 1/4 and 3/4 between chroma samples; the first and the last
   // output pixel of the row copy their sample (3/4 of it plus 1/4 of itself).
   const int c = x >> 1;
   const int f = (x & 1) ? c + 1 : c - 1;
-  const float value = (f < 0 || f >= cw) ? vertical(c) * 0.25f
-                                         : (3.f * vertical(c) + vertical(f)) * 0.0625f;
+  const float value = (f < 0 || f >= cw) ? block::upsample_horizontal_none(vertical(c))
+                                         : block::upsample_horizontal(vertical(c), vertical(f));
   return as_sample(value, g.integer_samples);
 }
 
@@ -448,12 +369,7 @@ FDJPEG_HD void store_pixel(const KernelArgs& a, const Tile& t, const T* src, con
     c2 = t.plane[2][(y - t.cy0) * t.stride[2] + (x - t.cx0)];
   }
   float r0 = luma, g0 = c1, b0 = c2;
-  if (g.ycbcr) {
-    const float cb = c1 - 128.f, cr = c2 - 128.f;
-    r0 = clamp255(luma + 1.402f * cr);
-    g0 = clamp255(luma - 0.344136286f * cb - 0.714136286f * cr);
-    b0 = clamp255(luma + 1.772f * cb);
-  }
+  if (g.ycbcr) block::ycbcr_to_rgb(luma, c1, c2, r0, g0, b0);
   store_sample(px, r0);
   store_sample(px + os[2], g0);
   store_sample(px + 2 * os[2], b0);
@@ -559,24 +475,27 @@ Result make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spe
   }
   KernelArgs& a = p.args;
   Geometry& g = a.g;
-  g.height = in.shape[1];
-  g.width = in.shape[2];
-  g.channels = in.shape[3];
-  g.components = g.channels == 1 ? 1 : 3;
-  g.ycbcr = spec.color == Color::ycbcr && g.components == 3;
-  if (g.ycbcr && spec.subsampling != Subsampling::s444) {
-    g.hf = 2;
-    g.vf = spec.subsampling == Subsampling::s420 ? 2 : 1;
-  }
-  g.padded_height = round_up(g.height, 8 * g.vf);
-  g.padded_width = round_up(g.width, 8 * g.hf);
-  g.chroma_height = ceil_div(g.height, g.vf);
-  g.chroma_width = ceil_div(g.width, g.hf);
+  // The block geometry of the CPU core, narrowed to the kernel's 32 bits (sizes checked above).
+  const BlockGeometry bg =
+      block_geometry(in.shape[1], in.shape[2], in.shape[3], spec.color, spec.subsampling);
+  g.height = static_cast<int>(bg.height);
+  g.width = static_cast<int>(bg.width);
+  g.channels = static_cast<int>(bg.channels);
+  g.components = bg.components;
+  g.ycbcr = bg.ycbcr;
+  g.hf = bg.h_factor;
+  g.vf = bg.v_factor;
+  g.padded_height = static_cast<int>(bg.padded_height);
+  g.padded_width = static_cast<int>(bg.padded_width);
+  g.chroma_height = static_cast<int>(bg.chroma_height);
+  g.chroma_width = static_cast<int>(bg.chroma_width);
+  g.fancy_upsampling = bg.fancy_upsampling;
   g.shift = spec.level_shift ? 128.f : 0.f;
   g.integer_samples = in.dtype == DType::u8;
-  g.ring = (g.hf * g.vf > 1 && g.chroma_width > 2) ? 8 : 0;
-  g.tile_height = tile_extent(g.padded_height, 8 * g.vf, g.ring ? kMaxTileHeight : kMaxTileHeight / 2);
-  g.tile_width = tile_extent(g.padded_width, 8 * g.hf, kMaxTileWidth);
+  g.ring = (g.hf * g.vf > 1 && g.fancy_upsampling) ? 8 : 0;
+  g.tile_height = tile_extent(bg.padded_height, static_cast<int>(bg.mcu_height),
+                              g.ring ? kMaxTileHeight : kMaxTileHeight / 2);
+  g.tile_width = tile_extent(bg.padded_width, static_cast<int>(bg.mcu_width), kMaxTileWidth);
   g.tiles_x = ceil_div(g.padded_width, g.tile_width);
   g.tiles_per_image = ceil_div(g.padded_height, g.tile_height) * g.tiles_x;
   g.luma_stride = padded_stride(g.tile_width);
