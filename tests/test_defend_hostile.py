@@ -94,3 +94,42 @@ def test_names_colliding_after_rename_each_get_their_own_output(tmp_path):
     # a second run in resume mode finds every one complete
     assert _defend(src, dst, "--resume") == 0
     assert json.loads((dst / batch.REPORT_NAME).read_text())["counts"]["complete"] == len(names)
+
+
+# ------------------------------------------------------------------------------------------------
+# SRC inside DST, and folders in DST that are links elsewhere: real paths decide
+
+
+def test_src_inside_dst_never_written_into(tmp_path, capsys):
+    d = tmp_path / "D"
+    (d / "S" / "S").mkdir(parents=True)
+    Image.fromarray(_photo(0)).save(d / "S" / "S" / "x.png")  # would map to D/S/x.png: inside SRC
+    Image.fromarray(_photo(1)).save(d / "S" / "top.png")
+    before = _tree(d)
+    assert _defend(d / "S", d) == 2
+    assert "inside SRC" in capsys.readouterr().err
+    assert _tree(d) == before and sorted(os.listdir(d)) == ["S"]
+
+
+def test_src_inside_dst_without_overlap_is_fine(tmp_path):
+    d = tmp_path / "D"
+    (d / "S").mkdir(parents=True)
+    Image.fromarray(_photo(0)).save(d / "S" / "x.png")
+    before = _tree(d / "S")
+    assert _defend(d / "S", d) == 0
+    assert (d / "x.png").exists() and _tree(d / "S") == before
+
+
+@pytest.mark.parametrize("target", ["outside", "into_src"])
+def test_linked_folder_in_dst_is_not_written_through(src, tmp_path, capsys, target):
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere if target == "outside" else src / "sub", dst / "sub")
+    before = _tree(src), _tree(elsewhere)
+    assert _defend(src, dst) == 2
+    err = capsys.readouterr().err
+    assert "outside DST" in err or "inside SRC" in err or "overwrite the input" in err
+    assert (_tree(src), _tree(elsewhere)) == before
+    assert sorted(os.listdir(dst)) == ["sub"]

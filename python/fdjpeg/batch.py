@@ -117,10 +117,21 @@ def plan(src: str, dst: str, fmt: str) -> Plan:
         tasks = [Task(p, out, renamed) for p, (out, renamed) in zip(images, _mirror(root, images, dst_abs, FORMATS[fmt]))]
         dst_root = dst_abs
     inputs = {os.path.realpath(p) for p in images}
+    src_dir = os.path.realpath(src_abs) if os.path.isdir(src_abs) else None
+    real_root = os.path.realpath(dst_root)
+    folders: Dict[str, str] = {}  # output folder -> its real path (links resolved once per folder)
     for t in tasks:
         if os.path.realpath(t.out) in inputs or (os.path.exists(t.out) and _same_as_any(t.out, images)):
             raise ValueError(f"output {t.out!r} would overwrite the input of the same name; choose another DST")
-    src_dir = os.path.realpath(src_abs) if os.path.isdir(src_abs) else None
+        # a folder in DST may be a link: where the file really lands decides (SRC may sit inside DST)
+        parent = os.path.dirname(t.out)
+        real = folders.get(parent)
+        if real is None:
+            real = folders[parent] = os.path.realpath(parent)
+        if src_dir is not None and _inside(real, src_dir):
+            raise ValueError(f"output {t.out!r} would be inside SRC (real path {real!r}); choose another DST")
+        if not _inside(real, real_root):
+            raise ValueError(f"output {t.out!r} would land outside DST (a linked folder leads to {real!r}); choose another DST")
     return Plan(tasks, ignored, dst_root, single, src_dir)
 
 
@@ -264,11 +275,14 @@ def _write_report(path: str, summary: Summary, settings: str) -> None:
     imagefiles.atomic_write(path, json.dumps(doc, indent=1).encode())
 
 
-def remove_stale_temps(folder: str, recursive: bool = True) -> int:
-    """Delete temporary files left in ``folder`` (and below) by killed runs (their process is gone)."""
+def remove_stale_temps(folder: str, recursive: bool = True, keep_out: Optional[str] = None) -> int:
+    """Delete temporary files left in ``folder`` (and below) by killed runs (their process is gone);
+    the folder ``keep_out`` (SRC, a real path, when it sits inside DST) is not entered."""
     removed = 0
     walk = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
-    for dirpath, _, files in walk:
+    for dirpath, dirs, files in walk:
+        if keep_out is not None:
+            dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) != keep_out]
         for name in files:
             if not (name.startswith(imagefiles.TEMP_PREFIX) and name.endswith(".tmp")):
                 continue
@@ -375,7 +389,7 @@ def defend_files(
         check_report_path(report, the_plan)
     report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
     os.makedirs(the_plan.dst_root, exist_ok=True)
-    remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file)
+    remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file, keep_out=the_plan.src_dir)
     # one output file needs no manifest (and its folder may be anyone's): it is complete if it decodes
     manifest_path = None if the_plan.single_file else os.path.join(the_plan.dst_root, MANIFEST_NAME)
     manifest = _load_manifest(manifest_path) if manifest_path else {}
