@@ -133,3 +133,25 @@ def test_linked_folder_in_dst_is_not_written_through(src, tmp_path, capsys, targ
     assert "outside DST" in err or "inside SRC" in err or "overwrite the input" in err
     assert (_tree(src), _tree(elsewhere)) == before
     assert sorted(os.listdir(dst)) == ["sub"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Two runs on one DST
+
+
+def test_second_run_on_a_busy_dst_exits_2(src, tmp_path):
+    import fcntl
+    import subprocess
+    import sys
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with open(dst / batch.LOCK_NAME, "a") as held:  # what a running `fdjpeg defend` holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = subprocess.run([sys.executable, "-m", "fdjpeg", "defend", str(src), str(dst), "--quiet"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "busy" in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert sorted(os.listdir(dst)) == [batch.LOCK_NAME]  # no output, manifest or report of its own
+    assert _defend(src, dst) == 0  # once the other run has gone
+    assert (dst / "a.png").exists() and (dst / "sub" / "b.png").exists()

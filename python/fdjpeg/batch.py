@@ -16,6 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs on one DST are not kept apart there
+    fcntl = None
 import sys
 import threading
 import time
@@ -34,6 +39,7 @@ from .imagefiles import BadImage
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 MANIFEST_NAME = ".fdjpeg-manifest.jsonl"
+LOCK_NAME = ".fdjpeg-lock"  # held (flock) by the run writing into DST; left in place, as removing it races
 REPORT_NAME = "fdjpeg-report.json"
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -310,6 +316,25 @@ def _alive(pid: int) -> bool:
 # Progress
 
 
+class DstBusy(ValueError):
+    """Another run holds DST's lock."""
+
+
+def _lock_dst(folder: str):
+    """Open and lock ``folder``/LOCK_NAME for this run (None without fcntl); DstBusy when another
+    process holds it. The lock goes with the process, so a killed run leaves no stale lock."""
+    if fcntl is None:
+        return None
+    path = os.path.join(folder, LOCK_NAME)
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DstBusy(f"DST {folder!r} is busy: another fdjpeg defend run is writing there (it holds {path!r})") from None
+    return handle
+
+
 class Progress:
     """tqdm when installed, else one self-rewriting line on stderr (images/s and ETA)."""
 
@@ -389,6 +414,18 @@ def defend_files(
         check_report_path(report, the_plan)
     report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
     os.makedirs(the_plan.dst_root, exist_ok=True)
+    # one output file needs no lock (its folder may be anyone's): the atomic rename keeps it whole
+    lock = None if the_plan.single_file else _lock_dst(the_plan.dst_root)
+    try:
+        return _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume, overwrite,
+                           io_threads, batch_size, max_pixels, png_level, progress, stop)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume, overwrite,
+                io_threads, batch_size, max_pixels, png_level, progress, stop) -> Summary:
     remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file, keep_out=the_plan.src_dir)
     # one output file needs no manifest (and its folder may be anyone's): it is complete if it decodes
     manifest_path = None if the_plan.single_file else os.path.join(the_plan.dst_root, MANIFEST_NAME)
