@@ -401,6 +401,6 @@ def test_names_that_would_collide_keep_their_extension_and_missing_list_entries(
     listing = tmp_path / "list.txt"
     listing.write_text("in/a.png\nin/a.jpg\nin/missing.png\n")
     summary = batch.defend_files(str(listing), str(tmp_path / "out"), progress=False)
-    assert sorted(os.listdir(tmp_path / "out")) == [".fdjpeg-manifest.jsonl", "a.jpg.png", "a.png.png", "fdjpeg-report.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".fdjpeg-lock", ".fdjpeg-manifest.jsonl", "a.jpg.png", "a.png.png", "fdjpeg-report.json"]
     (failed,) = [o for o in summary.outcomes if o.status == "failed"]
     assert failed.src.endswith("missing.png") and "file not found" in failed.reason
