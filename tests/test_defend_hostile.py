@@ -155,3 +155,49 @@ def test_second_run_on_a_busy_dst_exits_2(src, tmp_path):
         assert sorted(os.listdir(dst)) == [batch.LOCK_NAME]  # no output, manifest or report of its own
     assert _defend(src, dst) == 0  # once the other run has gone
     assert (dst / "a.png").exists() and (dst / "sub" / "b.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# --resume never takes an output made with other settings as complete
+
+
+def _outputs_are_fd(src, dst):
+    for rel in ("a.png", "sub/b.png"):
+        with Image.open(src / rel) as im:
+            want = fdjpeg.feature_distill(np.asarray(im))
+        with Image.open(dst / rel) as im:
+            if not np.array_equal(np.asarray(im), want):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("lost", ["manifest_kept", "manifest_removed", "manifest_cut"])
+def test_resume_with_other_settings_is_redone_or_reported(src, tmp_path, lost):
+    dst = tmp_path / "dst"
+    assert _defend(src, dst, "--defense", "jpeg", "--param", "quality=20") == 0
+    manifest = dst / batch.MANIFEST_NAME
+    if lost == "manifest_removed":
+        manifest.unlink()
+    elif lost == "manifest_cut":  # a kill can cut the last line
+        manifest.write_text(manifest.read_text()[:-5])
+    code = _defend(src, dst, "--resume")  # fd now
+    report = json.loads((dst / batch.REPORT_NAME).read_text())
+    assert report["counts"]["complete"] == 0
+    if _outputs_are_fd(src, dst):
+        assert code == 0
+    else:  # each one left is reported, and says how to redo it
+        assert code == 1
+        failed = [e for e in report["files"] if e["status"] == "failed"]
+        assert len(failed) + report["counts"]["written"] == 2 and all("--overwrite" in e["reason"] for e in failed)
+    assert _defend(src, dst, "--overwrite") == 0 and _outputs_are_fd(src, dst)
+    assert _defend(src, dst, "--resume") == 0
+    assert json.loads((dst / batch.REPORT_NAME).read_text())["counts"]["complete"] == 2
+
+
+def test_resume_of_one_file_made_with_other_settings(src, tmp_path, capsys):
+    out = tmp_path / "one.png"
+    assert _defend(src / "a.png", out, "--defense", "jpeg", "--param", "quality=20") == 0
+    made = out.read_bytes()
+    code = _defend(src / "a.png", out, "--resume")
+    assert code == 1 and "0 already complete" in capsys.readouterr().out
+    assert out.read_bytes() == made  # reported, not replaced without --overwrite

@@ -7,13 +7,15 @@ thread groups them by shape and runs the defense on each stack (the native core 
 and writer threads encode and write atomically (temporary file, fsync, rename) while the next
 batch is read and defended. A bad file becomes a line in the report, never the end of the run.
 
-Resume: every finished output is appended to ``DST/.fdjpeg-manifest.jsonl`` with the settings
-that made it; ``resume=True`` skips outputs the manifest vouches for (or that exist and decode, for
-one written just before an interruption).
+Resume: ``DST/.fdjpeg-manifest.jsonl`` gets a line with the settings and the bytes' hash just before
+each output's rename and another once it is done; ``resume=True`` skips only outputs the manifest
+says these settings made (an output without such a record is reported, never taken as complete).
+One run at a time writes into a DST (a lock on ``DST/.fdjpeg-lock``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -427,7 +429,7 @@ def defend_files(
 def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume, overwrite,
                 io_threads, batch_size, max_pixels, png_level, progress, stop) -> Summary:
     remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file, keep_out=the_plan.src_dir)
-    # one output file needs no manifest (and its folder may be anyone's): it is complete if it decodes
+    # one output file keeps no manifest (its folder may be anyone's), so --resume never vouches for it
     manifest_path = None if the_plan.single_file else os.path.join(the_plan.dst_root, MANIFEST_NAME)
     manifest = _load_manifest(manifest_path) if manifest_path else {}
 
@@ -471,22 +473,34 @@ def _summarize(outcomes: List[Outcome], seconds: float, report_path: Optional[st
 
 def _existing_output(task: Task, manifest: Dict[str, dict], settings: str, root: str, resume: bool,
                      overwrite: bool) -> Optional[Outcome]:
-    """None when ``task`` must run; else its outcome (already complete, or refused)."""
+    """None when ``task`` must run; else its outcome (already complete, or refused). On resume an
+    output counts as complete only when the manifest says this run's settings made it: a file the
+    manifest does not vouch for may be anyone's, or made with other settings, so it is reported."""
     if not os.path.lexists(task.out) or overwrite:
         return None
     if not resume:
         return Outcome(task.src, "failed", task.out, "output exists (use --resume to keep finished outputs or --overwrite to replace them)")
     rec = manifest.get(os.path.relpath(task.out, root))
-    if rec is not None and rec.get("settings") != settings:
+    if rec is None:
+        return Outcome(task.src, "failed", task.out, "output exists but no manifest record says these settings made it "
+                       "(another run, another tool, or a single-file run, which keeps none); --overwrite to redo it")
+    if rec.get("settings") != settings:
         return Outcome(task.src, "failed", task.out, f"output exists from a run with other settings {rec.get('settings')}; use another DST or --overwrite")
-    if rec is not None and rec.get("bytes") == os.path.getsize(task.out):
+    if rec.get("state") == "writing":  # recorded just before its rename: complete only if it is those bytes
+        if rec.get("bytes") == os.path.getsize(task.out) and rec.get("sha256") == _sha256_of(task.out):
+            return Outcome(task.src, "complete", task.out)
+        return None  # the rename did not happen: this run's own path, redo it
+    if rec.get("bytes") == os.path.getsize(task.out):
         return Outcome(task.src, "complete", task.out)
-    try:  # written but not recorded (interrupted between rename and manifest line): check it decodes
-        with Image.open(task.out) as im:
-            im.load()
-        return Outcome(task.src, "complete", task.out)
-    except Exception as exc:  # noqa: BLE001 - any decode failure means "not ours, not complete"
-        return Outcome(task.src, "failed", task.out, f"output path holds a file that does not decode ({exc}); not replacing it without --overwrite")
+    return Outcome(task.src, "failed", task.out, "output changed since this DST's run wrote it; --overwrite to redo it")
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class _Runner:
@@ -498,6 +512,8 @@ class _Runner:
         self.io_threads = io_threads or max(2, os.cpu_count() or 2)
         self.manifest_path, self.root, self.settings = manifest_path, root, settings
         self.temps: set = set()
+        self.manifest = None
+        self.manifest_lock = threading.Lock()
         self.abort = threading.Event()
         self.stop = threading.Event()  # set from outside (a signal handler) to stop at a safe point
 
@@ -514,15 +530,13 @@ class _Runner:
         reads: deque = deque()
         writes: deque = deque()
         pending = iter(todo)
-        manifest = open(self.manifest_path, "a", encoding="utf-8") if self.manifest_path else None
+        manifest = self.manifest = open(self.manifest_path, "a", encoding="utf-8") if self.manifest_path else None
 
         def finish(fut: Future) -> None:
             outcome = fut.result()
             outcomes.append(outcome)
-            if outcome.status == "written" and manifest is not None:
-                rec = {"out": os.path.relpath(outcome.out, self.root), "src": outcome.src, "bytes": outcome.bytes, "settings": self.settings}
-                manifest.write(json.dumps(rec) + "\n")
-                manifest.flush()
+            if outcome.status == "written":
+                self._record(outcome.out, outcome.src, outcome.bytes, "done")
             bar.update()
 
         try:
@@ -569,6 +583,18 @@ class _Runner:
             writers.shutdown(wait=True)
             if manifest is not None:
                 manifest.close()
+
+    def _record(self, out: str, src: str, size: int, state: str, sha256: Optional[str] = None) -> None:
+        """Append a manifest line: "writing" (with the bytes' hash) just before an output's rename,
+        "done" after it, so that a resumed run can tell its own finished outputs from anyone's."""
+        if self.manifest is None:
+            return
+        rec = {"out": os.path.relpath(out, self.root), "src": src, "bytes": size, "settings": self.settings, "state": state}
+        if sha256 is not None:
+            rec["sha256"] = sha256
+        with self.manifest_lock:
+            self.manifest.write(json.dumps(rec) + "\n")
+            self.manifest.flush()
 
     def _read(self, task: Task):
         if self.abort.is_set():
@@ -618,6 +644,8 @@ class _Runner:
         try:
             data, more = imagefiles.encode(pixels, alpha, self.fmt, self.jpeg_file, self.png_level)
             os.makedirs(os.path.dirname(task.out), exist_ok=True)
+            if self.manifest is not None:
+                self._record(task.out, task.src, len(data), "writing", hashlib.sha256(data).hexdigest())
             imagefiles.atomic_write(task.out, data, self.temps)
         except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
             return Outcome(task.src, "failed", task.out, f"cannot write output: {type(exc).__name__}: {exc}")
