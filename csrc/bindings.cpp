@@ -17,70 +17,27 @@ namespace py = pybind11;
 
 namespace {
 
+using fdjpeg::python::batch_view;
 using fdjpeg::python::int_arg;
 
-fdjpeg::BatchView batch_view(const py::array& a, const char* name) {
-  if (a.ndim() != 4) {
-    std::ostringstream msg;
-    msg << name << " must be a 4-D N x H x W x C array, got " << a.ndim() << " dimensions";
-    throw py::value_error(msg.str());
-  }
-  fdjpeg::BatchView v;
-  v.dtype = fdjpeg::python::sample_type(a.dtype(), name);
-  const auto item = static_cast<int64_t>(a.itemsize());
-  for (int d = 0; d < 4; ++d) {
-    v.shape[d] = a.shape(d);
-    if (a.strides(d) % item != 0)
-      throw py::value_error(std::string(name) + " has strides that are not whole samples");
-    v.stride[d] = a.strides(d) / item;
-  }
-  v.data = const_cast<void*>(a.data());
-  return v;
-}
-
-template <class E>
-E enum_arg(const py::handle& value, int count, const char* name, const char* meaning) {
-  return static_cast<E>(fdjpeg::python::enum_code(value, name, count, meaning));
-}
-
-constexpr const char* kColorCodes = " (0: none, 1: ycbcr)";
-constexpr const char* kSubsamplingCodes = " (0: 444, 1: 422, 2: 420)";
-
-using FloatTables = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using IndexMap = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using fdjpeg::python::FloatTables;
+using fdjpeg::python::IndexMap;
 
 void quantize(const py::array& in, py::array& out, const FloatTables& quant,
               const FloatTables& dequant, const py::object& color, const py::object& subsampling,
               bool level_shift, const py::object& passes,
               const std::optional<IndexMap>& block_tables, const py::object& threads) {
-  fdjpeg::BatchView src = batch_view(in, "input");
-  fdjpeg::BatchView dst = batch_view(out, "output");
+  const fdjpeg::BatchView src = batch_view(in, "input");
+  const fdjpeg::BatchView dst = batch_view(out, "output");
   if (!out.writeable()) throw py::value_error("output array is read-only");
-  if (quant.ndim() != 2 || quant.shape(1) != 192 || dequant.ndim() != 2 ||
-      dequant.shape(0) != quant.shape(0) || dequant.shape(1) != 192)
-    throw py::value_error("tables must be K x 192 arrays (K sets of 3 components x 64 steps)");
-  fdjpeg::QuantSpec spec;
-  spec.color = enum_arg<fdjpeg::Color>(color, 2, "color", kColorCodes);
-  spec.subsampling = enum_arg<fdjpeg::Subsampling>(subsampling, 3, "subsampling", kSubsamplingCodes);
-  spec.level_shift = level_shift;
-  spec.passes = static_cast<int>(int_arg(passes, "passes", 1, fdjpeg::kMaxPasses));
+  const fdjpeg::python::HostSpec h = fdjpeg::python::host_spec(
+      quant, dequant, color, subsampling, level_shift, passes, block_tables, src.shape[0]);
   const int thread_count =
       static_cast<int>(int_arg(threads, "threads", 0, fdjpeg::kMaxThreads, " (0: one per core)"));
-  spec.table_sets = static_cast<int>(quant.shape(0));
-  spec.quant = quant.data();
-  spec.dequant = dequant.data();
-  if (block_tables) {
-    const IndexMap& map = *block_tables;
-    if (map.ndim() != 3 || map.shape(0) != src.shape[0])
-      throw py::value_error("block table map must be N x rows x cols");
-    spec.block_tables = map.data();
-    spec.block_rows = map.shape(1);
-    spec.block_cols = map.shape(2);
-  }
   fdjpeg::Result result;
   {
     py::gil_scoped_release release;
-    result = fdjpeg::quantize(src, dst, spec, thread_count);
+    result = fdjpeg::quantize(src, dst, h.spec, thread_count);
   }
   fdjpeg::python::raise_for(result);
 }
@@ -113,7 +70,7 @@ PYBIND11_MODULE(_core, m) {
         int64_t rows = 0, cols = 0;
         fdjpeg::padded_blocks(
             height, width,
-            enum_arg<fdjpeg::Subsampling>(subsampling, 3, "subsampling", kSubsamplingCodes),
+            fdjpeg::python::subsampling_arg(subsampling),
             subsampled, &rows, &cols);
         return py::make_tuple(rows, cols);
       },

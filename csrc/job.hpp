@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "pipeline.hpp"
+
 namespace fdjpeg {
 namespace detail {
 
@@ -16,22 +18,15 @@ struct BlockTables {
   alignas(32) float dequant[64];
 };
 
-struct ImageJob {
+// The image's block geometry (shared with the CUDA kernel; a stripe is one MCU row, mcu_height
+// pixel rows), its buffers and tables.
+struct ImageJob : BlockGeometry {
   // Source and destination pixels, element strides for rows, columns and channels.
   const void* in = nullptr;
   void* out = nullptr;
   int64_t in_stride[3] = {0, 0, 0};
   int64_t out_stride[3] = {0, 0, 0};
-  int64_t height = 0, width = 0, channels = 0;
 
-  int components = 1;      // planes that go through the DCT: 1 (grey) or 3
-  bool ycbcr = false;      // convert RGB <-> YCbCr around the transform
-  int h_factor = 1;        // chroma subsampling factors (1 or 2)
-  int v_factor = 1;
-  int64_t mcu_height = 8;  // pixel rows per stripe
-  int64_t padded_height = 0, padded_width = 0;
-  int64_t chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
-  bool fancy_upsampling = true;  // false: replicate chroma (BlockGeometry::fancy_upsampling)
   float shift = 0.f;       // level shift subtracted before the DCT
   // 8-bit images: component samples are whole numbers wherever libjpeg stores them as JSAMPLEs
   // (after colour conversion, downsampling, IDCT and upsampling), as in a real JPEG round trip.
@@ -46,7 +41,6 @@ struct ImageJob {
 
   const BlockTables* tables = nullptr;    // table sets x 3 components
   const uint8_t* block_tables = nullptr;  // this image's table-set index per luma block, or null
-  int64_t block_cols = 0;
 };
 
 }  // namespace detail

@@ -142,24 +142,10 @@ class BatchRunner {
  public:
   BatchRunner(const BatchView& in, const BatchView& out, const QuantSpec& spec)
       : in_(in), out_(out), spec_(spec) {
-    const BlockGeometry g =
+    static_cast<BlockGeometry&>(proto_) =
         block_geometry(in.shape[1], in.shape[2], in.shape[3], spec.color, spec.subsampling);
-    proto_.height = g.height;
-    proto_.width = g.width;
-    proto_.channels = g.channels;
-    proto_.components = g.components;
-    proto_.ycbcr = g.ycbcr;
-    proto_.h_factor = g.h_factor;
-    proto_.v_factor = g.v_factor;
-    proto_.mcu_height = g.mcu_height;
-    proto_.padded_height = g.padded_height;
-    proto_.padded_width = g.padded_width;
-    proto_.chroma_height = g.chroma_height;
-    proto_.chroma_width = g.chroma_width;
-    proto_.fancy_upsampling = g.fancy_upsampling;
     proto_.shift = spec.level_shift ? 128.f : 0.f;
     proto_.integer_samples = in.dtype == DType::u8;
-    proto_.block_cols = g.block_cols;
     tables_ = aan_tables(spec);
     proto_.tables = tables_.data();
     stripes_ = proto_.padded_height / proto_.mcu_height;

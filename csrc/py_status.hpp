@@ -1,12 +1,14 @@
 // What the CPU (_core) and CUDA (_cuda) modules share on the Python side: one mapping from
-// fdjpeg::Status to Python exception classes, argument checks that name what was given, and the
-// numpy sample type test. Included by csrc/bindings.cpp and cuda/bindings.cpp only.
+// fdjpeg::Status to Python exception classes, argument checks that name what was given, and
+// numpy arrays as batch views (sample type by kind, size and byte order). Included by csrc/bindings.cpp and cuda/bindings.cpp only.
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -107,6 +109,71 @@ inline DType sample_type(const py::dtype& dt, const char* name) {
                          "x.astype(x.dtype.newbyteorder('='))");
   if (kind == 'u') return DType::u8;
   return size == 4 ? DType::f32 : DType::f64;
+}
+
+// A numpy N x H x W x C array (any strides) as the core sees it.
+inline BatchView batch_view(const py::array& a, const char* name) {
+  if (a.ndim() != 4) {
+    std::ostringstream msg;
+    msg << name << " must be a 4-D N x H x W x C array, got " << a.ndim() << " dimensions";
+    throw py::value_error(msg.str());
+  }
+  BatchView v;
+  v.dtype = sample_type(a.dtype(), name);
+  const auto item = static_cast<int64_t>(a.itemsize());
+  for (int d = 0; d < 4; ++d) {
+    v.shape[d] = a.shape(d);
+    if (a.strides(d) % item != 0)
+      throw py::value_error(std::string(name) + " has strides that are not whole samples");
+    v.stride[d] = a.strides(d) / item;
+  }
+  v.data = const_cast<void*>(a.data());
+  return v;
+}
+
+using FloatTables = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using IndexMap = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+inline Color color_arg(const py::handle& value) {
+  return static_cast<Color>(enum_code(value, "color", 2, " (0: none, 1: ycbcr)"));
+}
+
+inline Subsampling subsampling_arg(const py::handle& value) {
+  return static_cast<Subsampling>(enum_code(value, "subsampling", 3, " (0: 444, 1: 422, 2: 420)"));
+}
+
+// Tables and the optional block map, checked for shape; their contents are checked by the core.
+struct HostSpec {
+  FloatTables quant, dequant;
+  std::optional<IndexMap> map;
+  QuantSpec spec;
+};
+
+// The call's pipeline description; `images` is the batch size N (the block map must match it).
+inline HostSpec host_spec(const FloatTables& quant, const FloatTables& dequant,
+                          const py::object& color, const py::object& subsampling, bool level_shift,
+                          const py::object& passes, const std::optional<IndexMap>& block_tables,
+                          int64_t images) {
+  if (quant.ndim() != 2 || quant.shape(1) != 192 || dequant.ndim() != 2 ||
+      dequant.shape(0) != quant.shape(0) || dequant.shape(1) != 192)
+    throw py::value_error("tables must be K x 192 arrays (K sets of 3 components x 64 steps)");
+  HostSpec h{quant, dequant, block_tables, {}};
+  QuantSpec& s = h.spec;
+  s.color = color_arg(color);
+  s.subsampling = subsampling_arg(subsampling);
+  s.level_shift = level_shift;
+  s.passes = static_cast<int>(int_arg(passes, "passes", 1, kMaxPasses));
+  s.table_sets = static_cast<int>(quant.shape(0));
+  s.quant = h.quant.data();
+  s.dequant = h.dequant.data();
+  if (h.map) {
+    if (h.map->ndim() != 3 || h.map->shape(0) != images)
+      throw py::value_error("block table map must be N x rows x cols");
+    s.block_tables = h.map->data();
+    s.block_rows = h.map->shape(1);
+    s.block_cols = h.map->shape(2);
+  }
+  return h;
 }
 
 }  // namespace python

@@ -16,10 +16,10 @@ namespace py = pybind11;
 
 namespace {
 
-using fdjpeg::python::int_arg;
-
-using FloatTables = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using IndexMap = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using fdjpeg::python::FloatTables;
+using fdjpeg::python::host_spec;
+using fdjpeg::python::HostSpec;
+using fdjpeg::python::IndexMap;
 
 const char* const kDtypeNames[] = {"uint8", "float32", "float64"};
 
@@ -27,11 +27,6 @@ fdjpeg::DType dtype_code(const std::string& name) {
   for (int i = 0; i < 3; ++i)
     if (name == kDtypeNames[i]) return static_cast<fdjpeg::DType>(i);
   throw py::type_error("samples must be uint8, float32 or float64, got " + name);
-}
-
-template <class E>
-E enum_arg(const py::handle& value, int count, const char* name, const char* meaning) {
-  return static_cast<E>(fdjpeg::python::enum_code(value, name, count, meaning));
 }
 
 fdjpeg::BatchView device_batch(std::uintptr_t ptr, fdjpeg::DType dtype,
@@ -48,39 +43,6 @@ fdjpeg::BatchView device_batch(std::uintptr_t ptr, fdjpeg::DType dtype,
     if (strides[d] < 0) throw py::value_error(std::string(name) + ": negative strides");
   }
   return v;
-}
-
-// Tables and the optional block map, checked for shape; their contents are checked by the core.
-struct HostSpec {
-  FloatTables quant, dequant;
-  std::optional<IndexMap> map;
-  fdjpeg::QuantSpec spec;
-};
-
-HostSpec host_spec(const FloatTables& quant, const FloatTables& dequant, const py::object& color,
-                   const py::object& subsampling, bool level_shift, const py::object& passes,
-                   const std::optional<IndexMap>& block_tables, int64_t images) {
-  if (quant.ndim() != 2 || quant.shape(1) != 192 || dequant.ndim() != 2 ||
-      dequant.shape(0) != quant.shape(0) || dequant.shape(1) != 192)
-    throw py::value_error("tables must be K x 192 arrays (K sets of 3 components x 64 steps)");
-  HostSpec h{quant, dequant, block_tables, {}};
-  fdjpeg::QuantSpec& s = h.spec;
-  s.color = enum_arg<fdjpeg::Color>(color, 2, "color", " (0: none, 1: ycbcr)");
-  s.subsampling =
-      enum_arg<fdjpeg::Subsampling>(subsampling, 3, "subsampling", " (0: 444, 1: 422, 2: 420)");
-  s.level_shift = level_shift;
-  s.passes = static_cast<int>(int_arg(passes, "passes", 1, fdjpeg::kMaxPasses));
-  s.table_sets = static_cast<int>(quant.shape(0));
-  s.quant = h.quant.data();
-  s.dequant = h.dequant.data();
-  if (h.map) {
-    if (h.map->ndim() != 3 || h.map->shape(0) != images)
-      throw py::value_error("block table map must be N x rows x cols");
-    s.block_tables = h.map->data();
-    s.block_rows = h.map->shape(1);
-    s.block_cols = h.map->shape(2);
-  }
-  return h;
 }
 
 void quantize(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string& dtype,
@@ -102,27 +64,12 @@ void quantize(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string& 
   fdjpeg::python::raise_for(r);
 }
 
-fdjpeg::BatchView host_batch(const py::array& a, const char* name) {
-  if (a.ndim() != 4) throw py::value_error(std::string(name) + " must be N x H x W x C");
-  fdjpeg::BatchView v;
-  v.dtype = fdjpeg::python::sample_type(a.dtype(), name);
-  const auto item = static_cast<int64_t>(a.itemsize());
-  for (int d = 0; d < 4; ++d) {
-    v.shape[d] = a.shape(d);
-    if (a.strides(d) % item != 0)
-      throw py::value_error(std::string(name) + " has strides that are not whole samples");
-    v.stride[d] = a.strides(d) / item;
-  }
-  v.data = const_cast<void*>(a.data());
-  return v;
-}
-
 void emulate(const py::array& in, py::array& out, const FloatTables& quant,
              const FloatTables& dequant, const py::object& color, const py::object& subsampling,
              bool level_shift, const py::object& passes,
              const std::optional<IndexMap>& block_tables) {
-  const fdjpeg::BatchView src = host_batch(in, "input");
-  const fdjpeg::BatchView dst = host_batch(out, "output");
+  const fdjpeg::BatchView src = fdjpeg::python::batch_view(in, "input");
+  const fdjpeg::BatchView dst = fdjpeg::python::batch_view(out, "output");
   if (!out.writeable()) throw py::value_error("output array is read-only");
   const HostSpec h = host_spec(quant, dequant, color, subsampling, level_shift, passes,
                                block_tables, src.shape[0]);
