@@ -26,6 +26,9 @@ TEMP_PREFIX = ".fdjpeg-tmp-"
 #: Pillow's default (level 6) at the cost of level 1 (measured on scikit-image's photos).
 PNG_STRATEGY = zlib.Z_RLE
 
+#: Rows of a 16-bit image converted at a time, so the conversion holds a few MB besides the image.
+_CHUNK_PIXELS = 1 << 20
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)
@@ -66,11 +69,9 @@ def decode(im: Image.Image, exif: bool = True) -> Decoded:
     if mode == "F":
         raise BadImage("floating-point image (mode F) has no defined 0..255 range")
     if mode in _SIXTEEN_BIT:
-        wide = np.asarray(im).astype(np.int64)
-        if wide.size and (wide.min() < 0 or wide.max() > 65535):
-            raise BadImage(f"{mode} image with values outside 0..65535 (min {wide.min()}, max {wide.max()})")
+        pixels = _sixteen_to_eight(im)
         notes.append(f"16-bit ({mode}) scaled to 8-bit")
-        return Decoded((wide >> 8).astype(np.uint8)[:, :, None], None, notes)
+        return Decoded(pixels[:, :, None], None, notes)
     if mode == "1":
         im = im.convert("L")
         notes.append("1-bit converted to grey")
@@ -92,6 +93,23 @@ def decode(im: Image.Image, exif: bool = True) -> Decoded:
     if arr.shape[2] in (2, 4):  # LA / RGBA: the defense sees the colour, alpha passes through
         return Decoded(np.ascontiguousarray(arr[:, :, :-1]), np.ascontiguousarray(arr[:, :, -1]), notes)
     return Decoded(arr, None, notes)
+
+
+def _sixteen_to_eight(im: Image.Image) -> np.ndarray:
+    """``v >> 8`` of a 16-bit (or 32-bit "I") image as uint8 H x W, a band of rows at a time so that
+    no wide copy of the whole image exists. "I" values outside 0..65535 raise :class:`BadImage`."""
+    width, height = im.size
+    out = np.empty((height, width), np.uint8)
+    low, high = 0, 0
+    rows = max(1, _CHUNK_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        band = np.asarray(im.crop((0, top, width, min(height, top + rows))))
+        if band.dtype.kind == "i" and band.size:  # mode "I" is int32: it may hold anything
+            low, high = min(low, int(band.min())), max(high, int(band.max()))
+        out[top : top + rows] = band >> 8
+    if low < 0 or high > 65535:
+        raise BadImage(f"{im.mode} image with values outside 0..65535 (min {low}, max {high})")
+    return out
 
 
 def read(path: str, max_pixels: Optional[int] = None) -> Decoded:
