@@ -1,15 +1,254 @@
-"""16-bit images converted to 8-bit without wide copies."""
+"""The fast codecs behind ``fdjpeg defend``: libjpeg-turbo JPEG decoding that gives Pillow's pixels,
+fpng PNG encoding that Pillow decodes back exactly, Pillow for everything else, fallbacks when a fast
+codec is missing, and 16-bit images converted without wide copies."""
 
+import io
 import json
+import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from fdjpeg import imagefiles
+from fdjpeg import datasets, fastcodecs, imagefiles
 from fdjpeg.imagefiles import BadImage
+
+
+def pillow_pixels(path) -> np.ndarray:
+    """The independent reference: Pillow's own decode, upright, as H x W x C."""
+    with Image.open(path) as im:
+        arr = np.asarray(ImageOps.exif_transpose(im))
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def fast_route(path) -> bool:
+    with open(path, "rb") as f:
+        return fastcodecs.jpeg_fast_header(f.read()) is not None
+
+
+def save_jpeg(path, arr, **options):
+    Image.fromarray(arr).save(path, "JPEG", **options)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def photo(photos):
+    # odd height and width so that 4:2:0 and 4:2:2 have partial chroma blocks at the edges
+    return photos["astronaut"][:333, 17:434]
+
+
+# ---- JPEG decoding ----------------------------------------------------------------------------
+
+
+def test_real_jpeg_files_decode_to_pillows_pixels():
+    files, _ = datasets.photo_files()
+    jpegs = {name: path for name, path in files.items() if path.lower().endswith((".jpg", ".jpeg"))}
+    if not jpegs:
+        pytest.skip("no real .jpg photos installed")
+    fast = 0
+    for name, path in jpegs.items():
+        decoded = imagefiles.read(path)
+        assert np.array_equal(decoded.pixels, pillow_pixels(path)), name
+        fast += fast_route(path)
+    assert fast == len(jpegs)  # all of them are plain camera/web JPEGs
+
+
+@pytest.mark.parametrize("quality", [20, 75, 95])
+@pytest.mark.parametrize("subsampling", [0, 1, 2], ids=["444", "422", "420"])
+def test_made_jpegs_decode_to_pillows_pixels(photo, tmp_path, quality, subsampling):
+    for progressive in (False, True):
+        path = save_jpeg(tmp_path / "x.jpg", photo, quality=quality, subsampling=subsampling, progressive=progressive)
+        assert fast_route(path)
+        decoded = imagefiles.read(path)
+        assert decoded.pixels.shape == photo.shape and decoded.notes == []
+        assert np.array_equal(decoded.pixels, pillow_pixels(path)), (quality, subsampling, progressive)
+
+
+@pytest.mark.parametrize("quality", [30, 90])
+def test_grey_jpeg_decodes_to_pillows_pixels(photo, tmp_path, quality):
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    path = save_jpeg(tmp_path / "g.jpg", grey, quality=quality)
+    assert fast_route(path)
+    decoded = imagefiles.read(path)
+    assert decoded.pixels.shape == grey.shape + (1,)
+    assert np.array_equal(decoded.pixels, pillow_pixels(path))
+
+
+def test_rgb_jpeg_without_colour_transform_decodes_to_pillows_pixels(photo, tmp_path):
+    # what `fdjpeg defend --format jpeg` writes for Feature Distillation: Adobe marker, transform 0
+    data, _ = imagefiles.encode(photo, None, "jpeg", {"tables": [[16] * 64] * 3, "color": "none"})
+    path = tmp_path / "rgb.jpg"
+    path.write_bytes(data)
+    assert fast_route(path)
+    assert np.array_equal(imagefiles.read(str(path)).pixels, pillow_pixels(path))
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_rotated_jpeg_comes_out_upright(photo, tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = save_jpeg(tmp_path / "r.jpg", photo, quality=90, exif=exif)
+    assert not fast_route(path)  # Pillow reads it and applies the rotation
+    decoded = imagefiles.read(path)
+    assert f"EXIF orientation {orientation} applied" in decoded.notes
+    assert np.array_equal(decoded.pixels, pillow_pixels(path))
+    if orientation in (6, 8):
+        assert decoded.pixels.shape[:2] == photo.shape[1::-1]
+
+
+def test_exif_orientation_one_and_other_tags_stay_on_the_fast_path(photo, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    exif[0x010F] = "Camera maker"
+    path = save_jpeg(tmp_path / "e.jpg", photo, quality=90, exif=exif)
+    assert fast_route(path)
+    assert np.array_equal(imagefiles.read(path).pixels, pillow_pixels(path))
+
+
+XMP_ROTATED = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+
+
+def test_xmp_orientation_goes_to_pillow(photo, tmp_path):
+    path = save_jpeg(tmp_path / "x.jpg", photo, quality=90, xmp=XMP_ROTATED)
+    assert not fast_route(path)
+    decoded = imagefiles.read(path)
+    assert decoded.pixels.shape[:2] == photo.shape[1::-1]
+    assert np.array_equal(decoded.pixels, pillow_pixels(path))
+
+
+def test_exif_orientation_wins_over_xmp_as_in_pillow(photo, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    path = save_jpeg(tmp_path / "ex.jpg", photo, quality=90, exif=exif, xmp=XMP_ROTATED)
+    assert fast_route(path)
+    decoded = imagefiles.read(path)
+    assert decoded.pixels.shape == photo.shape
+    assert np.array_equal(decoded.pixels, pillow_pixels(path))
+
+
+def test_cmyk_jpeg_comes_out_rgb(photo, tmp_path):
+    path = tmp_path / "c.jpg"
+    Image.fromarray(photo).convert("CMYK").save(path, "JPEG", quality=90)
+    assert not fast_route(path)
+    decoded = imagefiles.read(str(path))
+    assert decoded.notes == ["CMYK converted to RGB"] and decoded.pixels.shape == photo.shape
+    with Image.open(path) as im:
+        assert np.array_equal(decoded.pixels, np.asarray(im.convert("RGB")))
+
+
+def test_frames_libjpeg_turbo_is_not_asked_to_decode(photo, tmp_path):
+    data = bytearray(open(save_jpeg(tmp_path / "b.jpg", photo, quality=75), "rb").read())
+    sof = data.index(b"\xff\xc0")
+    for marker in (0xC3, 0xC9, 0xCA):  # lossless, arithmetic-coded baseline and progressive
+        data[sof + 1] = marker
+        assert fastcodecs.jpeg_fast_header(bytes(data)) is None
+    data[sof + 1] = 0xC0
+    data[sof + 4] = 12  # 12-bit samples
+    assert fastcodecs.jpeg_fast_header(bytes(data)) is None
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_truncated_jpeg_is_a_bad_image(photo, tmp_path, cut):
+    data = open(save_jpeg(tmp_path / "t.jpg", photo, quality=90), "rb").read()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(BadImage, match="truncated"):
+        imagefiles.read(str(path))
+
+
+def test_garbage_after_jpeg_header_is_a_bad_image(tmp_path):
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    with pytest.raises(BadImage, match="not an image|corrupt"):
+        imagefiles.read(str(path))
+
+
+def test_max_pixels_is_checked_from_the_header_before_decoding(photo, tmp_path):
+    data = open(save_jpeg(tmp_path / "m.jpg", photo, quality=90), "rb").read()
+    path = tmp_path / "header-only.jpg"
+    path.write_bytes(data[: data.index(b"\xff\xda") + 40])  # scan data cut short: decoding would fail
+    height, width = photo.shape[:2]
+    with pytest.raises(BadImage, match=f"{width}x{height} = {width * height} pixels is more than --max-pixels 1000"):
+        imagefiles.read(str(path), max_pixels=1000)
+
+
+# ---- PNG encoding -----------------------------------------------------------------------------
+
+
+def test_png_encoder_is_fpng():
+    assert imagefiles.png_encoder_name() == "fpng"
+    assert imagefiles.jpeg_decoder_name() == "libjpeg-turbo (simplejpeg)"
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (333, 417)])
+@pytest.mark.parametrize("with_alpha", [False, True], ids=["rgb", "rgba"])
+def test_fpng_png_decodes_back_to_the_same_pixels(photos, shape, with_alpha):
+    rgb = photos["astronaut"][: shape[0], : shape[1]]
+    alpha = photos["coffee"][: shape[0], : shape[1], 1] if with_alpha else None
+    data, notes = imagefiles.encode(rgb, alpha, "png")
+    assert notes == []
+    expected = rgb if alpha is None else np.dstack([rgb, alpha])
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG" and im.mode == ("RGBA" if with_alpha else "RGB")
+        assert np.array_equal(np.asarray(im), expected)
+
+
+def test_fpng_png_of_a_strided_view_is_exact(photos):
+    view = photos["astronaut"][::3, ::2]  # not contiguous
+    with Image.open(io.BytesIO(imagefiles.encode(view, None, "png")[0])) as im:
+        assert np.array_equal(np.asarray(im), view)
+
+
+@pytest.mark.parametrize("level", [1, 9])
+@pytest.mark.parametrize("with_alpha", [False, True], ids=["grey", "grey+alpha"])
+def test_grey_png_is_pillow_zlib_at_the_given_level(photos, level, with_alpha):
+    grey = photos["astronaut"][:200, :300, 1:2]
+    alpha = photos["astronaut"][:200, :300, 2] if with_alpha else None
+    data, _ = imagefiles.encode(grey, alpha, "png", png_level=level)
+    plane = grey[:, :, 0] if alpha is None else np.dstack([grey[:, :, 0], alpha])
+    buf = io.BytesIO()
+    Image.fromarray(plane).save(buf, "PNG", compress_level=level, compress_type=imagefiles.PNG_STRATEGY)
+    assert data == buf.getvalue()
+
+
+# ---- fallbacks --------------------------------------------------------------------------------
+
+FALLBACK_SCRIPT = """
+import io, json, sys, warnings
+import numpy as np
+from PIL import Image
+for name in {missing!r}:
+    sys.modules[name] = None  # as if not installed
+from fdjpeg import imagefiles
+jpeg, rgb = sys.argv[1], np.load(sys.argv[2])
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    same_decode = all(np.array_equal(imagefiles.read(jpeg).pixels, np.asarray(Image.open(jpeg))) for _ in range(3))
+    pngs = [imagefiles.encode(rgb, None, "png")[0] for _ in range(3)]
+same_png = all(np.array_equal(np.asarray(Image.open(io.BytesIO(p))), rgb) for p in pngs)
+print(json.dumps({{"decode": same_decode, "png": same_png, "png_encoder": imagefiles.png_encoder_name(),
+                  "jpeg_decoder": imagefiles.jpeg_decoder_name(), "warnings": [str(w.message) for w in caught]}}))
+"""
+
+
+@pytest.mark.parametrize("missing", [["simplejpeg"], ["fpng"], ["simplejpeg", "fpng"]], ids="+".join)
+def test_missing_fast_codec_falls_back_to_pillow_and_says_so_once(photo, tmp_path, missing):
+    jpeg = save_jpeg(tmp_path / "f.jpg", photo, quality=80)
+    np.save(tmp_path / "rgb.npy", photo)
+    script = textwrap.dedent(FALLBACK_SCRIPT.format(missing=missing))
+    run = subprocess.run([sys.executable, "-c", script, jpeg, str(tmp_path / "rgb.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["decode"] and got["png"]
+    assert got["png_encoder"] == ("Pillow zlib" if "fpng" in missing else "fpng")
+    assert got["jpeg_decoder"] == ("Pillow" if "simplejpeg" in missing else "libjpeg-turbo (simplejpeg)")
+    # one warning per missing codec however many images went through
+    assert sorted(w.split()[1] for w in got["warnings"]) == sorted(missing)
+    assert all("Pillow" in w for w in got["warnings"])
 
 
 # ---- 16-bit images ----------------------------------------------------------------------------

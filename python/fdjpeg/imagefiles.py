@@ -1,7 +1,9 @@
 """Image files in and out: decode any image Pillow reads into a uint8 array the defenses take, and
 encode a defended array as PNG (lossless) or as a JPEG carrying a defense's quantization tables.
 
-Shared by ``fdjpeg defend`` (:mod:`fdjpeg.batch`) and the pipeline transforms.
+Shared by ``fdjpeg defend`` (:mod:`fdjpeg.batch`) and the pipeline transforms. Plain JPEG files
+are decoded by libjpeg-turbo and RGB/RGBA PNGs encoded by fpng where installed
+(:mod:`fdjpeg.fastcodecs`); everything else goes through Pillow.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .fastcodecs import PNG_STRATEGY, decode_jpeg, encode_png, jpeg_decoder_name, jpeg_fast_header, png_encoder_name
 
 #: Modes converted to RGB before defending (the defenses work on RGB or grey samples).
 _TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
@@ -22,9 +25,10 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 TEMP_PREFIX = ".fdjpeg-tmp-"
 
-#: zlib strategy for PNG outputs: run-length matching packs defended photos about as small as
-#: Pillow's default (level 6) at the cost of level 1 (measured on scikit-image's photos).
-PNG_STRATEGY = zlib.Z_RLE
+__all__ = [
+    "BadImage", "Decoded", "TEMP_PREFIX", "PNG_STRATEGY", "atomic_write", "decode", "encode", "jpeg_spec_of",
+    "read", "png_encoder_name", "jpeg_decoder_name",
+]
 
 #: Rows of a 16-bit image converted at a time, so the conversion holds a few MB besides the image.
 _CHUNK_PIXELS = 1 << 20
@@ -112,15 +116,44 @@ def _sixteen_to_eight(im: Image.Image) -> np.ndarray:
     return out
 
 
+def _check_size(width: int, height: int, max_pixels: Optional[int]) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise BadImage(f"{width}x{height} = {width * height} pixels is more than --max-pixels {max_pixels}")
+
+
+def _jpeg_bytes(path: str) -> Optional[bytes]:
+    """The whole file when it starts like a JPEG, else None (Pillow then opens it by path)."""
+    with open(path, "rb") as f:
+        head = f.read(3)
+        return head + f.read() if head == b"\xff\xd8\xff" else None
+
+
+def _read_fast_jpeg(data: bytes, max_pixels: Optional[int]) -> Optional[Decoded]:
+    """A plain JPEG decoded by libjpeg-turbo, or None to let Pillow read it."""
+    header = jpeg_fast_header(data)
+    if header is None:
+        return None
+    height, width, _ = header
+    _check_size(width, height, max_pixels)  # from the header: nothing decoded yet
+    bomb = Image.MAX_IMAGE_PIXELS
+    if bomb is not None and width * height > bomb:
+        return None  # Pillow's decompression-bomb guard decides
+    pixels = decode_jpeg(data, header)
+    return None if pixels is None else Decoded(pixels)
+
+
 def read(path: str, max_pixels: Optional[int] = None) -> Decoded:
     """Open, check the size, fully decode and convert the image at ``path``.
 
     Raises :class:`BadImage` naming the reason for anything that is not a readable image."""
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise BadImage(f"{width}x{height} = {width * height} pixels is more than --max-pixels {max_pixels}")
+        data = _jpeg_bytes(path)
+        if data is not None:
+            fast = _read_fast_jpeg(data, max_pixels)
+            if fast is not None:
+                return fast
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
+            _check_size(*im.size, max_pixels)
             im.load()
             return decode(im)
     except BadImage:
@@ -148,19 +181,20 @@ def encode(pixels: np.ndarray, alpha: Optional[np.ndarray], fmt: str, jpeg_file:
            png_level: int = 1) -> tuple[bytes, List[str]]:
     """Encode ``pixels`` (H x W x 1 or 3, uint8) plus optional alpha as ``fmt`` ("png" or "jpeg").
 
-    PNG stores the pixels exactly. JPEG stores them with the defense's own tables
+    PNG stores the pixels exactly (RGB/RGBA by fpng where installed, grey by zlib at ``png_level``,
+    see :func:`png_encoder_name`). JPEG stores them with the defense's own tables
     (``jpeg_file = {"tables": [...], "color": "none"|"ycbcr", "subsampling": "444"|...}``);
     ``color="none"`` writes an RGB JPEG without colour transform (Adobe marker, transform 0), as
     Feature Distillation quantizes R, G and B themselves. Returns ``(bytes, notes)``."""
     notes = []
     grey = pixels.shape[2] == 1
     plane = pixels[:, :, 0] if grey else pixels
-    buf = io.BytesIO()
     if fmt == "png":
         if alpha is not None:
             plane = np.dstack([plane, alpha])
-        Image.fromarray(plane).save(buf, "PNG", compress_level=png_level, compress_type=PNG_STRATEGY)
-    elif fmt == "jpeg":
+        return encode_png(plane, png_level), notes
+    buf = io.BytesIO()
+    if fmt == "jpeg":
         if jpeg_file is None:
             raise ValueError("this defense has no quantization tables of its own to store in a JPEG; use --format png")
         if alpha is not None:
