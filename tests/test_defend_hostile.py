@@ -201,3 +201,37 @@ def test_resume_of_one_file_made_with_other_settings(src, tmp_path, capsys):
     code = _defend(src / "a.png", out, "--resume")
     assert code == 1 and "0 already complete" in capsys.readouterr().out
     assert out.read_bytes() == made  # reported, not replaced without --overwrite
+
+
+# ------------------------------------------------------------------------------------------------
+# A DST (or report) that cannot be written
+
+
+@pytest.mark.parametrize("form", ["a_file", "below_a_file", "deep_below_a_file", "report_below_a_file"])
+def test_impossible_dst_is_one_line_and_nothing_created(src, tmp_path, form):
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"someone's file")
+    dst = {"a_file": blocker, "below_a_file": blocker / "dst", "deep_below_a_file": blocker / "a" / "b",
+           "report_below_a_file": tmp_path / "dst"}[form]
+    extra = ["--report", str(blocker / "r.json")] if form == "report_below_a_file" else []
+    before = _tree(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "fdjpeg", "defend", str(src), str(dst), "--quiet", *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("fdjpeg defend: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert _tree(tmp_path) == before and not (tmp_path / "dst").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the other forms cover root")
+def test_read_only_dst_is_one_line(src, tmp_path, capsys):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        assert _defend(src, parent / "dst") == 2
+        assert "not writable" in capsys.readouterr().err and not (parent / "dst").exists()
+    finally:
+        parent.chmod(0o755)

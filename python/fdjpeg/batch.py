@@ -178,12 +178,27 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def check_folder_can_be_made(folder: str, what: str) -> None:
+    """Refuse, before anything is created, a folder that exists as something else, or that would
+    go below a file or into a folder this process cannot write (root writes anywhere)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{what} {folder!r} is a file, not a folder")
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{what} {folder!r} cannot be made: {existing!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {folder!r} is not writable ({existing!r} does not let this user write)")
+
+
 def check_report_path(report: str, the_plan: Plan) -> None:
     """Refuse a ``--report`` path that would replace an input, an output or the manifest, or land
     in SRC: the JSON would silently take the place of a file the user or this run needs."""
     real = os.path.realpath(report)
     if os.path.isdir(real):
         raise ValueError(f"--report {report!r} is a folder; name a file")
+    check_folder_can_be_made(os.path.dirname(real), "--report's folder")
     if the_plan.src_dir is not None and _inside(real, the_plan.src_dir):
         raise ValueError(f"--report {report!r} is inside SRC; nothing is written there")
     if any(real == os.path.realpath(t.src) for t in the_plan.tasks):
@@ -415,7 +430,11 @@ def defend_files(
     if report:
         check_report_path(report, the_plan)
     report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
-    os.makedirs(the_plan.dst_root, exist_ok=True)
+    check_folder_can_be_made(the_plan.dst_root, "DST" if not the_plan.single_file else "DST's folder")
+    try:
+        os.makedirs(the_plan.dst_root, exist_ok=True)
+    except OSError as exc:  # a race with the checks above, or a file system that refuses
+        raise ValueError(f"cannot make DST {the_plan.dst_root!r}: {exc.strerror}") from None
     # one output file needs no lock (its folder may be anyone's): the atomic rename keeps it whole
     lock = None if the_plan.single_file else _lock_dst(the_plan.dst_root)
     try:

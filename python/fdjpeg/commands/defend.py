@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fdjpeg defend: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # DST's file system refused (read-only mount, full disk): one line, no traceback
+        print(f"fdjpeg defend: {exc.strerror or exc}: {exc.filename!r}" if exc.filename else f"fdjpeg defend: {exc}", file=sys.stderr)
+        return 2
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
