@@ -48,12 +48,11 @@ def test_real_jpeg_files_decode_to_pillows_pixels():
     jpegs = {name: path for name, path in files.items() if path.lower().endswith((".jpg", ".jpeg"))}
     if not jpegs:
         pytest.skip("no real .jpg photos installed")
-    fast = 0
     for name, path in jpegs.items():
         decoded = imagefiles.read(path)
         assert np.array_equal(decoded.pixels, pillow_pixels(path)), name
-        fast += fast_route(path)
-    assert fast == len(jpegs)  # all of them are plain camera/web JPEGs
+    # all of them are plain camera/web JPEGs (one carries EXIF orientation 1 and an XMP packet)
+    assert [name for name, path in jpegs.items() if not fast_route(path)] == []
 
 
 @pytest.mark.parametrize("quality", [20, 75, 95])
