@@ -6,9 +6,12 @@ other tools use, all measured in this run on the same files and writing the same
   (skipped when ``adversarial-robustness-toolbox`` is not installed);
 - ``fdjpeg per-image loop``: ``fdjpeg.feature_distill`` called image by image, no pipelining.
 
-Also prints how close a ``--format jpeg`` output decodes to ``fdjpeg.feature_distill``.
+Also prints how close a ``--format jpeg`` output decodes to ``fdjpeg.feature_distill``, and the
+codecs alone (``--codecs-only`` prints just these): per image, on one thread, on the real JPEG photos
+of 0.2-0.4 Mpixel on disk, Pillow's JPEG decode against libjpeg-turbo (simplejpeg) and Pillow's PNG
+at level 1 against fpng, writing the Feature Distillation output of each photo.
 
-    python bench/bench_defend.py [--copies 4] [--repeats 3]
+    python bench/bench_defend.py [--copies 4] [--repeats 3] [--codecs-only]
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 
 import numpy as np
 from PIL import Image
 
 import fdjpeg
-from fdjpeg import batch, datasets, imagefiles
+from fdjpeg import batch, datasets, fastcodecs, imagefiles
 
 # Every method writes its PNG with fdjpeg defend's settings, so that the ratios compare the
 # defense and the pipeline, not zlib settings.
@@ -108,11 +112,97 @@ def jpeg_output_gap(src, scratch, defense, params, reference):
     return d.mean(), d.max(), np.mean(d == 0), np.mean(d <= 1)
 
 
+def codec_table(repeats: int) -> None:
+    """Median CPU ms per image of each codec on one thread, the ratios from this run."""
+    files, _ = datasets.photo_files()
+    photos = []
+    for path in files.values():
+        with open(path, "rb") as f:
+            data = f.read()
+        header = fastcodecs.jpeg_fast_header(data)
+        if header is not None and 0.2e6 <= header[0] * header[1] <= 0.4e6:
+            photos.append((data, header))
+    if not photos:
+        print("no real JPEG photos of 0.2-0.4 Mpixel installed: the codec table is skipped")
+        return
+    defended = [fdjpeg.feature_distill(fastcodecs.decode_jpeg(data, header)) for data, header in photos]
+
+    def pillow_decode(data, _):
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im)
+
+    def pillow_png(img):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "PNG", **PNG)
+        return buf.getvalue()
+
+    def per_image(fn, items):
+        runs = []
+        for _ in range(repeats):
+            cpu = time.thread_time()
+            for item in items:
+                fn(*item)
+            runs.append((time.thread_time() - cpu) / len(items))
+        return 1e3 * statistics.median(runs)
+
+    megapixels = statistics.mean(h * w for _, (h, w, _) in photos) / 1e6
+    print(f"codecs alone, one thread, {len(photos)} real JPEG photos of {megapixels:.2f} Mpixel on average "
+          f"(median of {repeats} runs, CPU ms per image):")
+    rows = [
+        ("JPEG decode", per_image(pillow_decode, photos), per_image(fastcodecs.decode_jpeg, photos),
+         "Pillow", "libjpeg-turbo (simplejpeg)"),
+        ("PNG encode of the fd output", per_image(pillow_png, [(y,) for y in defended]),
+         per_image(fastcodecs.encode_png, [(y,) for y in defended]), "Pillow level 1", "fpng"),
+    ]
+    for what, slow, fast, slow_name, fast_name in rows:
+        print(f"  {what:28s} {slow_name} {slow:6.2f}   {fast_name} {fast:6.2f}   {slow / fast:5.1f}x")
+    size = sum(len(fastcodecs.encode_png(y)) for y in defended) / sum(len(pillow_png(y)) for y in defended)
+    print(f"  fpng PNGs are {100 * (size - 1):+.1f}% the size of Pillow level 1's")
+    # whether a codec holds the GIL: how long another Python thread is stalled while it runs
+    big = np.tile(defended[0][:256, :256], (12, 16, 1))  # 3072 x 4096
+    big_jpeg = io.BytesIO()
+    Image.fromarray(big).save(big_jpeg, "JPEG", quality=90)
+    big_jpeg = big_jpeg.getvalue()
+    stalls = {
+        "libjpeg-turbo decode": lambda: fastcodecs.decode_jpeg(big_jpeg, fastcodecs.jpeg_fast_header(big_jpeg)),
+        "fpng encode": lambda: fastcodecs.encode_png(big),
+    }
+    for what, fn in stalls.items():
+        call, stall = gil_stall(fn)
+        print(f"  {what} of 12.6 Mpixel: {1e3 * call:.0f} ms; another Python thread stalled at most {1e3 * stall:.0f} ms")
+    print()
+
+
+def gil_stall(fn):
+    """Seconds ``fn`` takes in a thread, and the longest gap between two steps of a Python loop
+    running meanwhile (near the call's length when ``fn`` holds the GIL)."""
+    done, took = threading.Event(), []
+
+    def work():
+        start = time.perf_counter()
+        fn()
+        took.append(time.perf_counter() - start)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    last, longest = time.perf_counter(), 0.0
+    worker.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    worker.join()
+    return took[0], longest
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=4, help="copies of each of the 9 photos (default 4)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--codecs-only", action="store_true", help="only the codecs-alone table")
     args = parser.parse_args()
+    codec_table(max(args.repeats, 5))
+    if args.codecs_only:
+        return
     scratch = tempfile.mkdtemp(prefix="bench-defend-")
     try:
         src = os.path.join(scratch, "src")
