@@ -178,7 +178,7 @@ def test_report_names_each_bad_file_with_its_reason(src, first_run):
     assert "16-bit" in notes["sixteen.png"]
     assert "palette" in notes["palette.png"]
     assert "CMYK" in notes["cmyk.jpg"]
-    assert report["counts"] == {"written": 17, "complete": 0, "failed": len(BAD), "ignored": 1, "converted": 4}
+    assert report["counts"] == {"written": 17, "complete": 0, "failed": len(BAD), "ignored": 1, "skipped": 0, "converted": 4}
 
 
 def test_resume_does_no_work_twice(src, first_run, tmp_path):

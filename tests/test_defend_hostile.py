@@ -235,3 +235,42 @@ def test_read_only_dst_is_one_line(src, tmp_path, capsys):
         assert "not writable" in capsys.readouterr().err and not (parent / "dst").exists()
     finally:
         parent.chmod(0o755)
+
+
+# ------------------------------------------------------------------------------------------------
+# Links in SRC
+
+
+@pytest.fixture
+def linked_src(src, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.fromarray(_photo(2)).save(outside / "c.png")
+    os.symlink(outside / "c.png", src / "out_link.png")  # a file outside SRC
+    os.symlink(src / "a.png", src / "in_link.png")  # a file inside SRC: an input like any other
+    os.symlink(outside, src / "dir_link")  # a folder outside SRC
+    os.symlink(src, src / "sub" / "loop")  # a folder link back up: a loop when followed
+    return src
+
+
+def test_links_out_of_src_are_skipped_and_reported(linked_src, tmp_path, capsys):
+    dst = tmp_path / "dst"
+    assert _defend(linked_src, dst) == 0
+    assert "3 skipped" in capsys.readouterr().out
+    report = json.loads((dst / batch.REPORT_NAME).read_text())
+    skipped = {os.path.relpath(e["src"], linked_src): e["reason"] for e in report["files"] if e["status"] == "skipped"}
+    assert set(skipped) == {"out_link.png", "dir_link", os.path.join("sub", "loop")}
+    assert "--follow-links" in skipped["out_link.png"] and "--follow-links" in skipped["dir_link"]
+    assert report["counts"]["written"] == 3 and report["counts"]["skipped"] == 3
+    assert (dst / "in_link.png").exists() and not (dst / "out_link.png").exists() and not (dst / "dir_link").exists()
+
+
+def test_follow_links_defends_them_once_and_stops_at_loops(linked_src, tmp_path):
+    dst = tmp_path / "dst"
+    assert cli.main(["defend", str(linked_src), str(dst), "--quiet", "--follow-links"]) == 0
+    report = json.loads((dst / batch.REPORT_NAME).read_text())
+    assert report["counts"]["written"] == 5  # a, sub/b, in_link, out_link, dir_link/c
+    with Image.open(dst / "dir_link" / "c.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), fdjpeg.feature_distill(_photo(2)))
+    (loop,) = [e for e in report["files"] if e["status"] == "skipped"]
+    assert loop["src"].endswith("loop") and "already walked" in loop["reason"]

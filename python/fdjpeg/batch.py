@@ -70,27 +70,47 @@ class Plan:
     dst_root: str  # folder of the manifest and the default report
     single_file: bool
     src_dir: Optional[str] = None  # real path of SRC when it is a folder (nothing is written below it)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (link, why): links not followed
 
 
-def find_inputs(src: str) -> Tuple[str, List[str], List[str]]:
-    """``(root, images, ignored)``: absolute image paths under ``src`` and the folder they are
-    relative to. ``src`` is an image file, a folder (walked recursively, hidden entries skipped)
+def find_inputs(src: str, follow_links: bool = False) -> Tuple[str, List[str], List[str], List[Tuple[str, str]]]:
+    """``(root, images, ignored, skipped)``: absolute image paths under ``src`` and the folder they
+    are relative to. ``src`` is an image file, a folder (walked recursively, hidden entries skipped)
     or a list file (``.txt``/``.lst``/``.list``: one path a line, relative to the list's folder,
-    ``#`` comments)."""
+    ``#`` comments). In a folder, links to files outside it and links to folders are ``skipped``
+    ``(path, why)`` unless ``follow_links``; a followed folder link seen before (a loop) is skipped."""
     if not os.path.exists(src):
         raise FileNotFoundError(f"SRC {src!r} does not exist")
     src = os.path.abspath(src)
     if os.path.isdir(src):
         exts = image_extensions()
-        images, ignored = [], []
-        for folder, dirs, files in os.walk(src):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        real_src = os.path.realpath(src)
+        images, ignored, skipped = [], [], []
+        walked = {real_src}
+        for folder, dirs, files in os.walk(src, followlinks=follow_links):
+            walked.add(os.path.realpath(folder))
+            kept = []
+            for d in sorted(d for d in dirs if not d.startswith(".")):
+                path = os.path.join(folder, d)
+                if not os.path.islink(path):
+                    kept.append(d)
+                elif not follow_links:
+                    skipped.append((path, f"link to a folder ({os.path.realpath(path)}), not walked; --follow-links to walk it"))
+                elif os.path.realpath(path) in walked:
+                    skipped.append((path, f"link to a folder already walked ({os.path.realpath(path)}); not walked twice"))
+                else:
+                    walked.add(os.path.realpath(path))
+                    kept.append(d)
+            dirs[:] = kept
             for name in sorted(files):
                 if name.startswith("."):
                     continue
                 path = os.path.join(folder, name)
+                if not follow_links and os.path.islink(path) and not _inside(os.path.realpath(path), real_src):
+                    skipped.append((path, f"link to a file outside SRC ({os.path.realpath(path)}); --follow-links to defend it"))
+                    continue
                 (images if os.path.splitext(name)[1].lower() in exts else ignored).append(path)
-        return src, images, ignored
+        return src, images, ignored, skipped
     if src.lower().endswith(LIST_EXTENSIONS):
         base = os.path.dirname(src)
         with open(src, encoding="utf-8") as f:
@@ -99,15 +119,15 @@ def find_inputs(src: str) -> Tuple[str, List[str], List[str]]:
         if not images:
             raise ValueError(f"list file {src!r} names no images")
         root = os.path.commonpath([os.path.dirname(p) for p in images])
-        return root, list(dict.fromkeys(images)), []
-    return os.path.dirname(src), [src], []
+        return root, list(dict.fromkeys(images)), [], []
+    return os.path.dirname(src), [src], [], []
 
 
-def plan(src: str, dst: str, fmt: str) -> Plan:
+def plan(src: str, dst: str, fmt: str, follow_links: bool = False) -> Plan:
     """Map every input to its output and check that no output lands in SRC or on an input."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
-    root, images, ignored = find_inputs(src)
+    root, images, ignored, skipped = find_inputs(src, follow_links)
     dst_abs = os.path.abspath(dst)
     src_abs = os.path.abspath(src)
     if os.path.isdir(src_abs):
@@ -140,7 +160,7 @@ def plan(src: str, dst: str, fmt: str) -> Plan:
             raise ValueError(f"output {t.out!r} would be inside SRC (real path {real!r}); choose another DST")
         if not _inside(real, real_root):
             raise ValueError(f"output {t.out!r} would land outside DST (a linked folder leads to {real!r}); choose another DST")
-    return Plan(tasks, ignored, dst_root, single, src_dir)
+    return Plan(tasks, ignored, dst_root, single, src_dir, skipped)
 
 
 def _mirror(root: str, images: Sequence[str], dst: str, ext: str) -> List[Tuple[str, bool]]:
@@ -216,7 +236,7 @@ def check_report_path(report: str, the_plan: Plan) -> None:
 @dataclass
 class Outcome:
     src: str
-    status: str  # "written", "complete" (found finished on --resume), "failed", "ignored"
+    status: str  # "written", "complete" (found finished on --resume), "failed", "ignored", "skipped" (a link)
     out: Optional[str] = None
     reason: str = ""
     notes: List[str] = field(default_factory=list)
@@ -244,7 +264,7 @@ class Summary:
         c = self.counts
         line = (
             f"{c.get('written', 0)} written, {c.get('complete', 0)} already complete, "
-            f"{c.get('failed', 0)} failed, {c.get('ignored', 0)} not images; "
+            f"{c.get('failed', 0)} failed, {c.get('ignored', 0)} not images, {c.get('skipped', 0)} skipped links; "
             f"{c.get('converted', 0)} converted on the way; {self.seconds:.1f} s "
             f"({self.images_per_second:.1f} images/s)"
         )
@@ -285,7 +305,7 @@ def _write_report(path: str, summary: Summary, settings: str) -> None:
     entries = [
         {k: v for k, v in asdict(o).items() if v not in (None, "", [], 0, False)}
         for o in summary.outcomes
-        if o.status in ("failed", "ignored") or o.notes or o.renamed
+        if o.status in ("failed", "ignored", "skipped") or o.notes or o.renamed
     ]
     doc = {
         "settings": json.loads(settings),
@@ -408,6 +428,7 @@ def defend_files(
     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
     report: Optional[str] = None,
     png_level: int = 1,
+    follow_links: bool = False,
     progress: bool = True,
     stop: Optional[threading.Event] = None,
 ) -> Summary:
@@ -421,7 +442,7 @@ def defend_files(
         fmt = "jpeg" if os.path.splitext(dst)[1].lower() in (".jpg", ".jpeg") else "png"
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    the_plan = plan(src, dst, fmt)
+    the_plan = plan(src, dst, fmt, follow_links)
     defend = build_defense(defense, params, threads)
     jpeg_file = imagefiles.jpeg_spec_of(defend)
     if fmt == "jpeg" and jpeg_file is None:
@@ -453,6 +474,7 @@ def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume,
     manifest = _load_manifest(manifest_path) if manifest_path else {}
 
     outcomes: List[Outcome] = [Outcome(p, "ignored", reason="not an image file name (extension)") for p in the_plan.ignored]
+    outcomes += [Outcome(p, "skipped", reason=why) for p, why in the_plan.skipped]
     todo: List[Task] = []
     for task in the_plan.tasks:
         done = _existing_output(task, manifest, settings, the_plan.dst_root, resume, overwrite)
@@ -483,7 +505,7 @@ def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume,
 
 
 def _summarize(outcomes: List[Outcome], seconds: float, report_path: Optional[str], interrupted: bool) -> Summary:
-    counts = {s: 0 for s in ("written", "complete", "failed", "ignored")}
+    counts = {s: 0 for s in ("written", "complete", "failed", "ignored", "skipped")}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     counts["converted"] = sum(1 for o in outcomes if o.notes and o.status == "written")

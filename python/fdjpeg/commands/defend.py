@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--report", default=None,
         help="where to write the JSON report (default: DST/fdjpeg-report.json); never an input, an output or inside SRC",
     )
+    p.add_argument(
+        "--follow-links", action="store_true",
+        help="defend files that links in SRC point to outside it, and walk linked folders (default: skip and report them)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             args.src, args.dst, defense=args.defense, params=params, fmt=args.format, resume=args.resume,
             overwrite=args.overwrite, threads=args.threads, io_threads=args.io_threads,
             batch_size=args.batch_size, max_pixels=args.max_pixels, report=args.report,
-            png_level=args.png_level, progress=not args.quiet, stop=stop,
+            png_level=args.png_level, follow_links=args.follow_links, progress=not args.quiet, stop=stop,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fdjpeg defend: {exc}", file=sys.stderr)
