@@ -274,3 +274,37 @@ def test_follow_links_defends_them_once_and_stops_at_loops(linked_src, tmp_path)
         np.testing.assert_array_equal(np.asarray(im), fdjpeg.feature_distill(_photo(2)))
     (loop,) = [e for e in report["files"] if e["status"] == "skipped"]
     assert loop["src"].endswith("loop") and "already walked" in loop["reason"]
+
+
+# ------------------------------------------------------------------------------------------------
+# File names that are not UTF-8
+
+
+def test_names_not_utf8_are_defended_and_reported(tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    good = os.path.join(os.fsencode(src), b"bad\xff.png")
+    Image.fromarray(_photo(0)).save(os.fsdecode(good), format="PNG")
+    with open(os.path.join(os.fsencode(src), b"worse\xfe.png"), "wb") as f:
+        f.write(b"not an image")
+    dst = tmp_path / "dst"
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", LC_ALL="C.UTF-8")
+    proc = subprocess.run([sys.executable, "-m", "fdjpeg", "defend", str(src), str(dst), "--quiet"],
+                          capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"1 written" in proc.stdout
+    assert b"worse\\xfe.png" in proc.stdout  # the failed one named, its byte escaped
+    with Image.open(os.path.join(os.fsencode(dst), b"bad\xff.png")) as im:
+        np.testing.assert_array_equal(np.asarray(im), fdjpeg.feature_distill(_photo(0)))
+    raw = (dst / batch.REPORT_NAME).read_bytes()
+    report = json.loads(raw.decode("utf-8"))  # strict UTF-8, no lone surrogates
+    (failed,) = [e for e in report["files"] if e["status"] == "failed"]
+    assert failed["src"].endswith("worse\\xfe.png")
+    json.dumps(report, ensure_ascii=False).encode("utf-8")  # every string is real text
+    # resume finds it complete by its real (bytes) name
+    again = subprocess.run([sys.executable, "-m", "fdjpeg", "defend", str(src), str(dst), "--quiet", "--resume"],
+                           capture_output=True, timeout=120, env=env)
+    assert b"1 already complete" in again.stdout, again.stderr

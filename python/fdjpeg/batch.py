@@ -269,15 +269,30 @@ class Summary:
             f"({self.images_per_second:.1f} images/s)"
         )
         bad = [o for o in self.outcomes if o.status == "failed"]
-        lines = [line] + [f"  failed: {o.src}: {o.reason}" for o in bad[:20]]
+        lines = [line] + [f"  failed: {shown(o.src)}: {shown(o.reason)}" for o in bad[:20]]
         if len(bad) > 20:
             lines.append(f"  ... and {len(bad) - 20} more")
         renamed = sum(1 for o in self.outcomes if o.renamed)
         if renamed:
             lines.append(f"  {renamed} outputs named apart from inputs that would share a name (the report maps them)")
         if self.report_path:
-            lines.append(f"report: {self.report_path}")
+            lines.append(f"report: {shown(self.report_path)}")
         return "\n".join(lines)
+
+
+def shown(text: str) -> str:
+    """``text`` as printable UTF-8: a file name's bytes that are not UTF-8 (held by Python as lone
+    surrogates) become ``\\xff`` escapes, so a summary or report never fails on a name."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that do not stand for bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown_entry(o: "Outcome") -> dict:
+    entry = {k: v for k, v in asdict(o).items() if v not in (None, "", [], 0, False)}
+    return {k: (shown(v) if isinstance(v, str) else [shown(n) for n in v] if isinstance(v, list) else v)
+            for k, v in entry.items()}
 
 
 def _settings_key(defense: str, params: Dict[str, Any], fmt: str) -> str:
@@ -303,7 +318,7 @@ def _write_report(path: str, summary: Summary, settings: str) -> None:
     not an image or got an output name other than the plain rename (files written as they were
     are only counted)."""
     entries = [
-        {k: v for k, v in asdict(o).items() if v not in (None, "", [], 0, False)}
+        _shown_entry(o)
         for o in summary.outcomes
         if o.status in ("failed", "ignored", "skipped") or o.notes or o.renamed
     ]

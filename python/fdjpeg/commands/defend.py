@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
             png_level=args.png_level, follow_links=args.follow_links, progress=not args.quiet, stop=stop,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"fdjpeg defend: {exc}", file=sys.stderr)
+        print(f"fdjpeg defend: {batch.shown(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # DST's file system refused (read-only mount, full disk): one line, no traceback
-        print(f"fdjpeg defend: {exc.strerror or exc}: {exc.filename!r}" if exc.filename else f"fdjpeg defend: {exc}", file=sys.stderr)
+        print(f"fdjpeg defend: {batch.shown(str(exc))}", file=sys.stderr)
         return 2
     finally:
         for signum, handler in previous.items():
