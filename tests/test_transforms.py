@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 from PIL import Image
 
 import fdjpeg
@@ -96,3 +96,32 @@ def test_inside_a_dataloader_with_workers(transform):
         np.testing.assert_array_equal(images.permute(0, 2, 3, 1).numpy(), want)
         seen += len(idx)
     assert seen == len(data)
+
+
+class _Same(torch.utils.data.Dataset):
+    """The same photo at every index, through a seeded SLQ: differences come from the draws alone."""
+
+    def __init__(self, transform):
+        self.image = datasets.center_crop(datasets.sample_photos()["chelsea"], 64)
+        self.transform = transform
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.array(self.transform(self.image)))
+
+
+def _slq_draws(seed):
+    loader = torch.utils.data.DataLoader(_Same(Defend("slq", seed=seed)), batch_size=1, num_workers=2)
+    return [x[0].numpy() for x in loader]
+
+
+def test_seeded_slq_draws_differ_between_dataloader_workers_and_repeat_per_seed():
+    draws = _slq_draws(7)
+    # indices 0, 2, ... come from worker 0 and 1, 3, ... from worker 1: their first draws must differ
+    assert not np.array_equal(draws[0], draws[1])
+    assert len({d.tobytes() for d in draws}) == len(draws)
+    again = _slq_draws(7)
+    assert all(np.array_equal(a, b) for a, b in zip(draws, again))
+    assert not np.array_equal(_slq_draws(8)[0], draws[0])

@@ -62,7 +62,8 @@ class Defend:
     def _defense(self):
         if self._built is None or self._built[0] != os.getpid():
             threads = self.threads if self.threads is not None else _threads_here()
-            self._built = (os.getpid(), defenses.build_defense(self.name, self.params, threads))
+            params = _worker_seeded(self.params)
+            self._built = (os.getpid(), defenses.build_defense(self.name, params, threads))
         return self._built[1]
 
     def __getstate__(self):
@@ -103,3 +104,18 @@ def _threads_here():
     if data is not None and data.get_worker_info() is not None:
         return 1
     return None
+
+
+def _worker_seeded(params: dict) -> dict:
+    """Inside a torch DataLoader worker, a seeded randomised defense draws from its own stream:
+    every worker gets a copy of the same seed, and would otherwise repeat the others' draws. The
+    stream is the user's seed spawned by the worker's id, so a run is reproducible for a seed."""
+    seed = params.get("seed")
+    data = sys.modules.get("torch.utils.data")
+    info = data.get_worker_info() if data is not None else None
+    if seed is None or info is None:
+        return params  # no seed: fresh entropy in each process already differs
+    if isinstance(seed, np.random.Generator):  # each worker holds an identical copy of it
+        seed = int(seed.integers(2**63))
+    stream = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(info.id,)))
+    return {**params, "seed": stream}
