@@ -1,0 +1,130 @@
+"""What DST holds besides the outputs: the manifest (``.fdjpeg-manifest.jsonl``: a line with the
+settings and the bytes' hash just before each output's rename and another once it is done, so that
+``--resume`` skips only outputs these settings made), the lock one run holds on ``.fdjpeg-lock``,
+and the temporary files killed runs left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs on one DST are not kept apart there
+    fcntl = None
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+from .. import imagefiles
+from .report import Outcome
+
+if TYPE_CHECKING:
+    from .planning import Task
+
+
+MANIFEST_NAME = ".fdjpeg-manifest.jsonl"
+LOCK_NAME = ".fdjpeg-lock"  # held (flock) by the run writing into DST; left in place, as removing it races
+
+
+def settings_key(defense: str, params: Dict[str, Any], fmt: str) -> str:
+    chosen = {k: v for k, v in params.items() if k != "threads"}  # threads do not change pixels
+    return json.dumps({"defense": defense, "params": chosen, "format": fmt}, sort_keys=True, default=str)
+
+
+def load_manifest(path: str) -> Dict[str, dict]:
+    records: Dict[str, dict] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    records[rec["out"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill: that output is re-checked by decoding
+    return records
+
+
+
+def existing_output(task: Task, manifest: Dict[str, dict], settings: str, root: str, resume: bool,
+                     overwrite: bool) -> Optional[Outcome]:
+    """None when ``task`` must run; else its outcome (already complete, or refused). On resume an
+    output counts as complete only when the manifest says this run's settings made it: a file the
+    manifest does not vouch for may be anyone's, or made with other settings, so it is reported."""
+    if not os.path.lexists(task.out) or overwrite:
+        return None
+    if not resume:
+        return Outcome(task.src, "failed", task.out, "output exists (use --resume to keep finished outputs or --overwrite to replace them)")
+    rec = manifest.get(os.path.relpath(task.out, root))
+    if rec is None:
+        return Outcome(task.src, "failed", task.out, "output exists but no manifest record says these settings made it "
+                       "(another run, another tool, or a single-file run, which keeps none); --overwrite to redo it")
+    if rec.get("settings") != settings:
+        return Outcome(task.src, "failed", task.out, f"output exists from a run with other settings {rec.get('settings')}; use another DST or --overwrite")
+    if rec.get("state") == "writing":  # recorded just before its rename: complete only if it is those bytes
+        if rec.get("bytes") == os.path.getsize(task.out) and rec.get("sha256") == _sha256_of(task.out):
+            return Outcome(task.src, "complete", task.out)
+        return None  # the rename did not happen: this run's own path, redo it
+    if rec.get("bytes") == os.path.getsize(task.out):
+        return Outcome(task.src, "complete", task.out)
+    return Outcome(task.src, "failed", task.out, "output changed since this DST's run wrote it; --overwrite to redo it")
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+
+def remove_stale_temps(folder: str, recursive: bool = True, keep_out: Optional[str] = None) -> int:
+    """Delete temporary files left in ``folder`` (and below) by killed runs (their process is gone);
+    the folder ``keep_out`` (SRC, a real path, when it sits inside DST) is not entered."""
+    removed = 0
+    walk = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
+    for dirpath, dirs, files in walk:
+        if keep_out is not None:
+            dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) != keep_out]
+        for name in files:
+            if not (name.startswith(imagefiles.TEMP_PREFIX) and name.endswith(".tmp")):
+                continue
+            pid = name[len(imagefiles.TEMP_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+
+class DstBusy(ValueError):
+    """Another run holds DST's lock."""
+
+
+def lock_dst(folder: str):
+    """Open and lock ``folder``/LOCK_NAME for this run (None without fcntl); DstBusy when another
+    process holds it. The lock goes with the process, so a killed run leaves no stale lock."""
+    if fcntl is None:
+        return None
+    path = os.path.join(folder, LOCK_NAME)
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DstBusy(f"DST {folder!r} is busy: another fdjpeg defend run is writing there (it holds {path!r})") from None
+    return handle
+

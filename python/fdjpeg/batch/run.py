@@ -1,0 +1,114 @@
+"""``defend_files``: one run of ``fdjpeg defend`` from the plan to the report. The checks come first
+(plan, defense, report path, DST), then DST's lock is taken, finished outputs are sorted out against
+the manifest, and the pipeline defends the rest."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from PIL import Image
+
+from .. import imagefiles
+from ..defenses import build_defense
+from .manifest import MANIFEST_NAME, existing_output, load_manifest, lock_dst, remove_stale_temps, settings_key
+from .pipeline import Runner
+from .planning import Task, check_folder_can_be_made, check_report_path, plan
+from .progress import Progress
+from .report import REPORT_NAME, Outcome, Summary, summarize, write_report
+
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def defend_files(
+    src: str,
+    dst: str,
+    *,
+    defense: str = "fd",
+    params: Optional[Dict[str, Any]] = None,
+    fmt: Optional[str] = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    threads: Optional[int] = None,
+    io_threads: Optional[int] = None,
+    batch_size: int = 16,
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+    report: Optional[str] = None,
+    png_level: int = 1,
+    follow_links: bool = False,
+    progress: bool = True,
+    stop: Optional[threading.Event] = None,
+) -> Summary:
+    """Defend every image under ``src`` into ``dst`` (see the module doc). Returns the summary;
+    the report (JSON) goes to ``report`` or ``DST/fdjpeg-report.json``. KeyboardInterrupt (Ctrl-C),
+    or ``stop`` being set (the command sets it from SIGINT / SIGTERM), stops the run with no partial
+    output left behind; with ``stop`` the run ends at the next safe point and raises
+    KeyboardInterrupt there."""
+    params = dict(params or {})
+    if fmt is None:
+        fmt = "jpeg" if os.path.splitext(dst)[1].lower() in (".jpg", ".jpeg") else "png"
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    the_plan = plan(src, dst, fmt, follow_links)
+    defend = build_defense(defense, params, threads)
+    jpeg_file = imagefiles.jpeg_spec_of(defend)
+    if fmt == "jpeg" and jpeg_file is None:
+        raise ValueError(f"defense {defense!r} has no quantization tables of its own to store in a JPEG; use --format png")
+    settings = settings_key(defense, params, fmt)
+    if report:
+        check_report_path(report, the_plan)
+    report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
+    check_folder_can_be_made(the_plan.dst_root, "DST" if not the_plan.single_file else "DST's folder")
+    try:
+        os.makedirs(the_plan.dst_root, exist_ok=True)
+    except OSError as exc:  # a race with the checks above, or a file system that refuses
+        raise ValueError(f"cannot make DST {the_plan.dst_root!r}: {exc.strerror}") from None
+    # one output file needs no lock (its folder may be anyone's): the atomic rename keeps it whole
+    lock = None if the_plan.single_file else lock_dst(the_plan.dst_root)
+    try:
+        return _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume, overwrite,
+                           io_threads, batch_size, max_pixels, png_level, progress, stop)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume, overwrite,
+                io_threads, batch_size, max_pixels, png_level, progress, stop) -> Summary:
+    remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file, keep_out=the_plan.src_dir)
+    # one output file keeps no manifest (its folder may be anyone's), so --resume never vouches for it
+    manifest_path = None if the_plan.single_file else os.path.join(the_plan.dst_root, MANIFEST_NAME)
+    manifest = load_manifest(manifest_path) if manifest_path else {}
+
+    outcomes: List[Outcome] = [Outcome(p, "ignored", reason="not an image file name (extension)") for p in the_plan.ignored]
+    outcomes += [Outcome(p, "skipped", reason=why) for p, why in the_plan.skipped]
+    todo: List[Task] = []
+    for task in the_plan.tasks:
+        done = existing_output(task, manifest, settings, the_plan.dst_root, resume, overwrite)
+        if done is None:
+            todo.append(task)
+        else:
+            outcomes.append(done)
+
+    start = time.perf_counter()
+    bar = Progress(len(todo), progress)
+    runner = Runner(defend, fmt, jpeg_file, png_level, max_pixels, io_threads, batch_size, manifest_path, the_plan.dst_root, settings)
+    runner.stop = stop or threading.Event()
+    interrupted = False
+    try:
+        runner.run(todo, outcomes, bar)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        bar.close()
+        renamed = {t.src for t in the_plan.tasks if t.renamed}
+        for o in outcomes:
+            o.renamed = o.src in renamed
+        summary = summarize(outcomes, time.perf_counter() - start, report_path, interrupted)
+        if report_path:
+            write_report(report_path, summary, settings)
+    return summary
+
