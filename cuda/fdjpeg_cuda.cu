@@ -39,6 +39,24 @@
 #define FDJPEG_BARRIER() ((void)0)
 #endif
 
+// bench/cuda_budget.py builds with FDJPEG_BUDGET to count instructions per output pixel: on the
+// device a marker (NANOSLEEP k, found in the SASS) heads the body of each phase's hot loop; on the
+// host the same marker counts how often that body runs.
+#ifdef FDJPEG_BUDGET
+namespace fdjpeg {
+namespace cuda {
+long long budget_hits[4];
+}
+}  // namespace fdjpeg
+#ifdef __CUDA_ARCH__
+#define FDJPEG_BUDGET_MARK(k) asm volatile("nanosleep.u32 %0;" ::"n"(k))
+#else
+#define FDJPEG_BUDGET_MARK(k) (++::fdjpeg::cuda::budget_hits[k])
+#endif
+#else
+#define FDJPEG_BUDGET_MARK(k) ((void)0)
+#endif
+
 namespace fdjpeg {
 namespace cuda {
 namespace {
@@ -216,6 +234,7 @@ FDJPEG_HD void load_region(const KernelArgs& a, const Tile& t, const T* src, con
   constexpr int kPer = Cells<HF, VF>::kPerThread, kPixels = Cells<HF, VF>::kPixels;
   const int cells = t.ch * t.cw;
   for (int base = tid; base < cells; base += kPer * threads) {
+    FDJPEG_BUDGET_MARK(1);
     float px[kPer][kPixels][3];
 #pragma unroll
     for (int k = 0; k < kPer; ++k)
@@ -384,6 +403,7 @@ FDJPEG_HD void transform_blocks(const KernelArgs& a, const Tile& t, int tid, int
 #ifdef __CUDA_ARCH__
   const int rounded = (lines + 31) & ~31;  // whole warps take part in every __syncwarp
   for (int i = tid; i < rounded; i += threads) {
+    FDJPEG_BUDGET_MARK(2);
     const bool live = i < lines;
     const BlockRef r = block_ref(t, live ? i >> 3 : 0);
     const int line = i & 7;
@@ -395,7 +415,10 @@ FDJPEG_HD void transform_blocks(const KernelArgs& a, const Tile& t, int tid, int
     __syncwarp();
   }
 #else
-  for (int i = tid; i < lines; i += threads) forward_column(a, block_ref(t, i >> 3), i & 7);
+  for (int i = tid; i < lines; i += threads) {
+    FDJPEG_BUDGET_MARK(2);
+    forward_column(a, block_ref(t, i >> 3), i & 7);
+  }
   for (int i = tid; i < lines; i += threads) quantize_row(a, t, block_ref(t, i >> 3), i & 7);
   for (int i = tid; i < lines; i += threads) inverse_column(a, block_ref(t, i >> 3), i & 7);
 #endif
@@ -420,7 +443,10 @@ FDJPEG_HD void run_tile(const KernelArgs& a, int64_t index, float* smem, int tid
     FDJPEG_BARRIER();
     transform_blocks(a, t, tid, threads);
     FDJPEG_BARRIER();
-    for (int i = tid; i < pixels; i += threads) store_pixel(a, t, src, ss, dst, i, out_width);
+    for (int i = tid; i < pixels; i += threads) {
+      FDJPEG_BUDGET_MARK(3);
+      store_pixel(a, t, src, ss, dst, i, out_width);
+    }
     FDJPEG_BARRIER();
   }
 }
@@ -689,6 +715,18 @@ Result quantize_on_device(const BatchView& in, const BatchView& out, const Quant
   }
   return {};
 }
+
+#ifdef FDJPEG_BUDGET
+// What bench/cuda_budget.py needs of a plan: dynamic shared memory per CTA, and the CTAs.
+Result budget_plan(const BatchView& in, const BatchView& out, const QuantSpec& spec,
+                   size_t* smem_bytes, int64_t* tiles) {
+  Plan p;
+  Result planned = make_plan(in, out, spec, p);
+  *smem_bytes = p.smem_bytes;
+  *tiles = p.tiles * p.launches;
+  return planned;
+}
+#endif
 
 Result emulate_on_host(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
   Plan p;

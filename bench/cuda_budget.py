@@ -1,0 +1,255 @@
+"""The CUDA kernel's instruction budget and occupancy, read from its SASS (no GPU needed).
+
+    python bench/cuda_budget.py [--size 1024] [--arch 90 80] [--keep DIR]
+
+Compiles cuda/fdjpeg_cuda.cu with the flags of cuda/CMakeLists.txt plus -DFDJPEG_BUDGET, which
+puts a marker instruction (NANOSLEEP k) at the head of the body of each phase's hot loop: 1 load
+and colour conversion, 2 the block transforms, 3 upsampling, colour and the stores. For each
+instantiation it disassembles the kernel (cuobjdump), finds the innermost loop around each marker
+(a backward branch) and counts its instructions per pass through the body. A host build of the
+same file runs the same tile code (the kernel's host emulation) over a --size x --size image and
+counts how often each body runs. Thread instructions per output pixel of a phase are then
+
+    (instructions of its loop body per pass) x (passes over all threads) / output pixels
+
+Instructions outside the loops (tile set-up, the table copy, barriers) are left out and printed as
+a static count per kernel. Occupancy: CTAs per SM that registers (cuobjdump -res-usage) and the
+plan's dynamic shared memory allow, with the limits of sm_80 (A100) and sm_90 (H100/H200).
+
+The markers are volatile, so the budget build schedules a little differently from the real one;
+the counts are for the real source with those barriers to code motion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["-std=c++17", "-O3", "--fmad=false", "-prec-div=true", "-Xcompiler=-ffp-contract=off"]
+
+# (label, dtype, color, subsampling, level shift): the calls the targets are stated for.
+CASES = [
+    ("FD", "u8", 0, 0, False),
+    ("jpeg 4:4:4", "u8", 1, 0, True),
+    ("jpeg 4:2:2", "u8", 1, 1, True),
+    ("jpeg 4:2:0", "u8", 1, 2, True),
+    ("FD", "f32", 0, 0, False),
+    ("jpeg 4:4:4", "f32", 1, 0, True),
+    ("jpeg 4:2:0", "f32", 1, 2, True),
+]
+PHASES = {1: "load", 2: "transform", 3: "store"}
+FACTORS = {0: (1, 1), 1: (2, 1), 2: (2, 2)}
+
+# Per-SM limits: registers, threads, CTAs, shared memory per SM and per CTA (opt-in), and the
+# shared memory the runtime reserves per CTA.
+LIMITS = {
+    80: dict(regs=65536, threads=2048, ctas=32, smem=167936, smem_cta=166912, reserved=1024),
+    90: dict(regs=65536, threads=2048, ctas=32, smem=233472, smem_cta=232448, reserved=1024),
+}
+
+HOST_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include "fdjpeg_cuda.hpp"
+namespace fdjpeg { namespace cuda {
+extern long long budget_hits[4];
+Result budget_plan(const BatchView&, const BatchView&, const QuantSpec&, size_t*, int64_t*);
+}}
+using namespace fdjpeg;
+template <class T> void run(int h, int w, int color, int sub, int shift) {
+  std::vector<T> in(size_t(h) * w * 3), out(in.size());
+  unsigned s = 12345;
+  for (auto& v : in) { s = s * 1103515245u + 12345u; v = T((s >> 16) % 256) / (sizeof(T) == 1 ? T(1) : T(255)); }
+  std::vector<float> q(192, 16.f);
+  BatchView a, b;
+  a.data = in.data(); b.data = out.data();
+  a.dtype = b.dtype = sizeof(T) == 1 ? DType::u8 : DType::f32;
+  const int64_t shape[4] = {1, h, w, 3}, stride[4] = {int64_t(h) * w * 3, int64_t(w) * 3, 3, 1};
+  for (int d = 0; d < 4; ++d) { a.shape[d] = b.shape[d] = shape[d]; a.stride[d] = b.stride[d] = stride[d]; }
+  QuantSpec spec;
+  spec.color = Color(color); spec.subsampling = Subsampling(sub); spec.level_shift = shift;
+  spec.quant = spec.dequant = q.data();
+  size_t smem = 0; int64_t tiles = 0;
+  Result r = cuda::budget_plan(a, b, spec, &smem, &tiles);
+  if (r.ok()) r = cuda::emulate_on_host(a, b, spec);
+  if (!r.ok()) { std::fprintf(stderr, "%s\n", r.message.c_str()); std::exit(1); }
+  std::printf("%zu %lld %lld %lld %lld\n", smem, (long long)tiles, cuda::budget_hits[1],
+              cuda::budget_hits[2], cuda::budget_hits[3]);
+}
+int main(int argc, char** argv) {
+  const int h = std::atoi(argv[2]), w = std::atoi(argv[3]), color = std::atoi(argv[4]),
+            sub = std::atoi(argv[5]), shift = std::atoi(argv[6]);
+  if (argv[1][0] == 'u') run<unsigned char>(h, w, color, sub, shift); else run<float>(h, w, color, sub, shift);
+}
+"""
+
+
+def tool(name: str) -> str:
+    """A CUDA binary: on PATH, in /usr/local/cuda/bin, or from the nvidia-cuda-* wheels."""
+    found = shutil.which(name) or (f"/usr/local/cuda/bin/{name}" if os.path.exists(f"/usr/local/cuda/bin/{name}") else None)
+    if found:
+        return found
+    try:
+        import nvidia  # type: ignore[import-not-found]
+
+        for base in nvidia.__path__:
+            for path in Path(base).glob(f"*/bin/{name}"):
+                return str(path)
+    except ImportError:
+        pass
+    sys.exit(f"{name} not found: install it with `pip install nvidia-cuda-{name}` or put the CUDA toolkit's bin on PATH")
+
+
+def sh(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)}\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def demangle(names: list[str]) -> dict[str, str]:
+    cxxfilt = shutil.which("c++filt")
+    if not cxxfilt:
+        return {n: n for n in names}
+    out = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True).stdout.split("\n")
+    return dict(zip(names, out))
+
+
+INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?);")
+
+
+def parse_sass(text: str) -> dict[str, list[tuple[int, str]]]:
+    """Kernel name -> [(address, instruction text)], NOPs left out."""
+    kernels: dict[str, list[tuple[int, str]]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"\s*Function : (\S+)", line)
+        if m:
+            current = kernels.setdefault(m.group(1), [])
+            continue
+        m = INSTR.search(line)
+        if m and current is not None:
+            ins = m.group(2).strip()
+            if not re.match(r"(@!?U?P\w+\s+)?NOP\b", ins):
+                current.append((int(m.group(1), 16), ins))
+    return kernels
+
+
+def loop_costs(code: list[tuple[int, str]]) -> dict[int, float]:
+    """Marker k -> instructions per pass through the innermost loop body holding it."""
+    loops = []
+    for addr, ins in code:
+        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", ins)
+        if m and int(m.group(1), 16) <= addr:
+            loops.append((int(m.group(1), 16), addr))
+    costs: dict[int, float] = {}
+    for addr, ins in code:
+        m = re.match(r"NANOSLEEP\s+(0x[0-9a-f]+|\d+)", ins)
+        if not m:
+            continue
+        k = int(m.group(1), 0)
+        around = [(lo, hi) for lo, hi in loops if lo <= addr <= hi]
+        if not around or k in costs:
+            continue
+        lo, hi = min(around, key=lambda r: r[1] - r[0])
+        body = [i for a, i in code if lo <= a <= hi]
+        marks = [i for i in body if i.startswith("NANOSLEEP")]
+        same = [i for i in marks if int(re.match(r"NANOSLEEP\s+(\S+)", i).group(1), 0) == k]
+        costs[k] = (len(body) - len(marks)) / len(same)
+    return costs
+
+
+def resources(text: str) -> dict[str, tuple[int, int]]:
+    """Kernel name -> (registers, static shared bytes)."""
+    out = {}
+    for m in re.finditer(r"Function (\S+):\s*\n?\s*REG:(\d+).*?SHARED:(\d+)", text):
+        out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+def ctas_per_sm(arch: int, regs: int, smem: int, threads: int) -> tuple[int, str]:
+    lim = LIMITS[arch]
+    warps = (threads + 31) // 32
+    regs_per_warp = ((regs * 32 + 255) // 256) * 256
+    by_regs = lim["regs"] // (regs_per_warp * warps)
+    by_smem = lim["smem"] // (smem + lim["reserved"]) if smem <= lim["smem_cta"] else 0
+    by_threads = lim["threads"] // threads
+    n = min(by_regs, by_smem, by_threads, lim["ctas"])
+    limiter = {by_regs: "registers", by_smem: "shared memory", by_threads: "threads"}[min(by_regs, by_smem, by_threads)]
+    return n, limiter
+
+
+def kernel_for(names: dict[str, str], dtype: str, sub: int) -> str:
+    ctype = "unsigned char" if dtype == "u8" else "float"
+    hf, vf = FACTORS[sub]
+    ours = [m for m, d in names.items() if "pipeline_kernel<" in d and f"<{ctype}" in d]
+    templated = [m for m in ours if re.search(r"<[^<>]*,\s*\d+,\s*\d+", names[m])]
+    if templated:
+        ours = [m for m in templated if re.search(rf",\s*{hf},\s*{vf}\b", names[m])]
+    if len(ours) != 1:
+        sys.exit(f"cannot tell the kernel of {dtype} {sub} among {[names[m] for m in ours]}")
+    return ours[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=1024, help="image side for the trip counts (default 1024)")
+    ap.add_argument("--arch", type=int, nargs="+", default=[90, 80])
+    ap.add_argument("--keep", help="keep the build products in this folder")
+    args = ap.parse_args()
+    nvcc, cuobjdump = tool("nvcc"), tool("cuobjdump")
+    # cuobjdump -sass runs nvdisasm (nvidia-cuda-nvdisasm), found through PATH.
+    os.environ["PATH"] = os.path.dirname(tool("nvdisasm")) + os.pathsep + os.environ["PATH"]
+    work = Path(args.keep or tempfile.mkdtemp(prefix="fdjpeg-budget-"))
+    work.mkdir(parents=True, exist_ok=True)
+    src = ROOT / "cuda" / "fdjpeg_cuda.cu"
+    inc = ["-I", str(ROOT / "csrc"), "-I", str(ROOT / "cuda"), "-DFDJPEG_BUDGET"]
+
+    (work / "main.cu").write_text(HOST_MAIN)
+    host = work / "budget_host"
+    sh([nvcc, *FLAGS, *inc, "-gencode", "arch=compute_90,code=compute_90", str(src), str(ROOT / "csrc" / "spec.cpp"),
+        str(work / "main.cu"), "-o", str(host)])
+
+    sass: dict[int, dict[str, list]] = {}
+    res: dict[int, dict[str, tuple[int, int]]] = {}
+    names: dict[str, str] = {}
+    for arch in args.arch:
+        cubin = work / f"kernel_sm{arch}.cubin"
+        sh([nvcc, *FLAGS, *inc, "-cubin", f"-arch=sm_{arch}", str(src), "-o", str(cubin)])
+        text = sh([cuobjdump, "-sass", str(cubin)])
+        (work / f"kernel_sm{arch}.sass").write_text(text)
+        sass[arch] = parse_sass(text)
+        res[arch] = resources(sh([cuobjdump, "-res-usage", str(cubin)]))
+        names.update(demangle(list(sass[arch])))
+
+    threads = 256
+    print(f"image {args.size} x {args.size} x 3, CTAs of {threads} threads; thread instructions per output pixel")
+    head = f"{'case':<12}{'dtype':<6}{'arch':>5}{'load':>8}{'transf':>8}{'store':>8}{'total':>8}{'regs':>6}{'smem B':>8}  CTAs/SM (limit)   outside loops"
+    print(head)
+    for label, dtype, color, sub, shift in CASES:
+        out = sh([str(host), dtype, str(args.size), str(args.size), str(color), str(sub), str(int(shift))]).split()
+        smem, _tiles, *hits = (int(v) for v in out)
+        pixels = args.size * args.size
+        for arch in args.arch:
+            k = kernel_for(names, dtype, sub)
+            code = sass[arch][k]
+            costs = loop_costs(code)
+            per = {p: costs.get(p, float("nan")) * hits[p - 1] / pixels for p in PHASES}
+            regs, static = res[arch].get(k, (0, 0))
+            n, limiter = ctas_per_sm(arch, regs, smem + static, threads)
+            print(f"{label:<12}{dtype:<6}{arch:>5}{per[1]:>8.1f}{per[2]:>8.1f}{per[3]:>8.1f}{sum(per.values()):>8.1f}"
+                  f"{regs:>6}{smem + static:>8}  {n} ({limiter}){'':<6}{len(code)}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
