@@ -6,7 +6,7 @@ docs/models.md says what each source holds. Loaders return uint8 RGB arrays (H x
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 from PIL import Image
@@ -280,3 +280,139 @@ def photo_crops(size: int = 224, *, max_side_factor: float = 2.0, log=None) -> D
     for note in notes:
         log(f"photo_crops: {note}")
     return crops
+
+
+# ---------------------------------------------------------------------------------------------------
+# A user's own labelled images: the ImageNet validation layout, or any folder of class folders.
+
+#: ImageNet-1k's WordNet IDs in class-index order (line i is class i: the sorted WNIDs, the order of
+#: torchvision's ImageNet/ImageFolder and Keras' ``imagenet_class_index.json``).
+IMAGENET_WNIDS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_wnids.txt")
+#: File name endings read as images (torchvision's ImageFolder list).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1,000 ImageNet-1k WordNet IDs; index ``i`` is class ``i`` of ImageNet classifiers."""
+    with open(IMAGENET_WNIDS_FILE) as f:
+        wnids = f.read().split()
+    if len(wnids) != 1000 or len(set(wnids)) != 1000:
+        raise ValueError(f"{IMAGENET_WNIDS_FILE} must hold 1,000 distinct WordNet IDs, found {len(set(wnids))}")
+    return wnids
+
+
+def read_class_map(path: str) -> Dict[str, int]:
+    """A folder-name -> class-index mapping from ``path``: a JSON object ``{"name": index}``, or text
+    with one class per line, either ``name index`` on every line or ``name`` alone (line ``i``, blank
+    lines and ``#`` comments skipped, is class ``i``, the format of :data:`IMAGENET_WNIDS_FILE`)."""
+    import json
+
+    with open(path) as f:
+        text = f.read()
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        pairs = list(raw.items())
+    else:
+        lines = [ln.split("#", 1)[0].split() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        widths = {len(ln) for ln in lines}
+        if widths == {1}:
+            pairs = [(ln[0], i) for i, ln in enumerate(lines)]
+        elif widths == {2}:
+            pairs = [tuple(ln) for ln in lines]
+        else:
+            raise ValueError(f"{path}: every line must be 'name' or every line 'name index' (one class per line)")
+    mapping: Dict[str, int] = {}
+    for name, index in pairs:
+        try:
+            value = int(index)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: class index of {name!r} must be an integer, got {index!r}") from None
+        if value < 0 or isinstance(index, bool) or (isinstance(index, float) and index != value):
+            raise ValueError(f"{path}: class index of {name!r} must be an integer >= 0, got {index!r}")
+        if str(name) in mapping:
+            raise ValueError(f"{path}: class {name!r} is listed twice")
+        mapping[str(name)] = value
+    if not mapping:
+        raise ValueError(f"{path}: no classes listed")
+    return mapping
+
+
+def folder_files(root: str, class_map: Dict[str, int]) -> tuple[list[str], np.ndarray]:
+    """Image paths under ``root/<class folder>/`` (recursively, sorted) and their class indices.
+
+    Every sub-folder of ``root`` must be a class of ``class_map``; classes of the map without a
+    folder are allowed (a subset of ImageNet, say)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root} is not a folder (expected one sub-folder of images per class)")
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not folders:
+        raise ValueError(f"{root} has no class folders: expected one sub-folder of images per class "
+                         f"(ImageNet: one per WordNet ID, e.g. {root}/n01440764/*.JPEG)")
+    unknown = [f for f in folders if f not in class_map]
+    if unknown:
+        raise ValueError(f"{root}: {len(unknown)} folder(s) not in the class map: {', '.join(unknown[:5])}"
+                         + (" ..." if len(unknown) > 5 else ""))
+    paths, labels = [], []
+    for name in folders:
+        found = sorted(
+            os.path.join(dirpath, f)
+            for dirpath, _, files in os.walk(os.path.join(root, name), followlinks=True)
+            for f in files
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        paths += found
+        labels += [class_map[name]] * len(found)
+    if not paths:
+        raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its {len(folders)} class folders")
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def balanced_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``n`` items drawn class by class: each class's items are shuffled
+    with ``seed`` and the classes take turns (in shuffled order) until ``n`` are drawn, so no class
+    has more than one item above another unless it ran out."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+    picked: list = []
+    depth = 0
+    while len(picked) < min(n, len(labels)):
+        for q in queues:
+            if depth < len(q) and len(picked) < n:
+                picked.append(q[depth])
+        depth += 1
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
+def image_folder(root: str, class_map: Dict[str, int], n: Optional[int] = None, *, seed: int = 0,
+                 size: int = 224, grey: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labelled images of a folder of class folders, as ``(uint8 N x size x size x 3 (or N x size x
+    size when grey), int64 labels, paths)``.
+
+    ``n`` images are drawn class-balanced with ``seed`` (:func:`balanced_subset`; all when None).
+    Preprocessing as :func:`foolbox_imagenet`: shorter side resized to ``size`` (Pillow bicubic), then
+    the central ``size x size`` crop.
+    """
+    paths, labels = folder_files(root, class_map)
+    pick = balanced_subset(labels, len(labels) if n is None else n, seed)
+    images = []
+    for i in pick:
+        try:
+            with Image.open(paths[i]) as im:
+                img = np.asarray(im.convert("L" if grey else "RGB"))
+        except (OSError, SyntaxError) as exc:
+            raise ValueError(f"{paths[i]}: not a readable image ({exc})") from None
+        images.append(resize_center_crop(img, size))
+    return np.stack(images), labels[pick], [paths[i] for i in pick]
+
+
+def imagenet_folder(root: str, n: Optional[int] = None, *, seed: int = 0, size: int = 224):
+    """ImageNet in the standard validation layout (``root/<WordNet ID>/*.JPEG``, torchvision's
+    ImageNet/ImageFolder): :func:`image_folder` with the WordNet IDs mapped by :func:`imagenet_wnids`."""
+    return image_folder(root, {w: i for i, w in enumerate(imagenet_wnids())}, n, seed=seed, size=size)

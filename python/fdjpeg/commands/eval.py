@@ -31,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attacks", nargs="+", help="attacks, e.g. fgsm pgd:steps=10 bim deepfool cw:steps=50 (default: fgsm pgd); "
                    "DeepFool and CW run once, on the first --minimal-n images")
     p.add_argument("--epsilons", nargs="+", type=_budget, help="L-inf budgets for every model (8/255 is accepted); default: 2/255 4/255 8/255 for ImageNet, 0.1 0.2 0.3 for (Fashion-)MNIST")
+    p.add_argument("--data", metavar="KIND:PATH",
+                   help="evaluate on your own labelled images: imagenet:PATH (the ImageNet validation layout, one "
+                   "folder per WordNet ID, mapped to the 1,000 class indices by the list shipped with fdjpeg) or "
+                   "folder:PATH (one folder per class, with --class-map); -n images are drawn class-balanced "
+                   "with --seed; default model: efficientnet-lite0")
+    p.add_argument("--class-map", metavar="FILE",
+                   help="for --data folder:PATH: folder name -> class index, as JSON {\"name\": index} or text "
+                   "lines 'name index' (or 'name' alone: line i is class i)")
     p.add_argument("--threat-models", nargs="+", choices=["gray-box", "adaptive"], default=["gray-box", "adaptive"])
     p.add_argument("-n", "--n-images", type=int, help="images per model (default 100; --fast: 48)")
     p.add_argument("--minimal-n", type=int, help="images for DeepFool/CW (default: --n-images)")
@@ -63,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = FAST if args.fast else {}
-    models = args.models or base.get("models") or ["fashion-cnn", "efficientnet-lite0"]
+    if args.class_map and not args.data:
+        print("fdjpeg eval: --class-map goes with --data folder:PATH", file=sys.stderr)
+        return 2
+    default_models = ["efficientnet-lite0"] if args.data else ["fashion-cnn", "efficientnet-lite0"]
+    models = args.models or base.get("models") or default_models
     defenses = args.defenses or base.get("defenses") or DEFAULT_DEFENSES
     attacks = args.attacks or base.get("attacks") or ["fgsm", "pgd"]
     n = args.n_images or base.get("n") or 100
@@ -73,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(
             models, defenses, attacks, epsilons, args.threat_models, n,
             minimal_n=args.minimal_n, batch_size=args.batch_size, eot_samples=args.eot_samples,
-            seed=args.seed, progress=not args.no_progress,
+            seed=args.seed, progress=not args.no_progress, data=args.data, class_map=args.class_map,
         )
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"fdjpeg eval: {exc}", file=sys.stderr)
         return 2
     results.meta["command"] = "fdjpeg eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None

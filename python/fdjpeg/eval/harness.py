@@ -48,6 +48,8 @@ def evaluate(
     seed: int = 0,
     examples: int = 4,
     progress: bool = True,
+    data: Optional[str] = None,
+    class_map: Union[None, str, Dict[str, int]] = None,
 ) -> Results:
     """Evaluate defenses against attacks; see the module docstring for the protocol.
 
@@ -63,6 +65,9 @@ def evaluate(
         minimal_n: images for DeepFool/CW (default ``n_images``).
         eot_samples: gradient samples per step against random defenses in the adaptive setting.
         examples: images kept for the example grid.
+        data: ``"imagenet:PATH"`` or ``"folder:PATH"``: every model named is evaluated on these labelled
+            images instead of its own (``n_images`` drawn class-balanced with ``seed``); ``class_map``
+            (a file or ``{folder: index}``) maps a ``folder:`` layout's folder names to class indices.
     """
     threat_models = tuple(threat_models)
     for tm in threat_models:
@@ -80,7 +85,8 @@ def evaluate(
     minimal_n = n_images if minimal_n is None else minimal_n
 
     started = time.perf_counter()
-    tasks = [m if isinstance(m, Task) else load_task(m, n_images, seed=seed) for m in models]
+    tasks = [m if isinstance(m, Task) else load_task(m, n_images, seed=seed, data=data, class_map=class_map)
+             for m in models]
     plans = [(task, _budgets(task, epsilons)) for task in tasks]
     total_runs = sum(
         len(budgets if a.budgeted else [None]) * _attack_runs(defense_cfgs, threat_models)
@@ -91,6 +97,7 @@ def evaluate(
     results = Results(meta={
         "n_images": n_images, "minimal_n": minimal_n, "eot_samples": eot_samples, "seed": seed,
         "threat_models": list(threat_models), "defenses": labels, "attacks": [a.label for a in attack_cfgs],
+        **({"data": data} if data is not None else {}),
     })
     try:
         for task, budgets in plans:

