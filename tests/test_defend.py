@@ -344,10 +344,22 @@ def _check_no_partial_output(src, dst, allow_temps):
     return outputs
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_interrupted_run_leaves_no_partial_output(big_src, tmp_path, sig):
+def test_worker_processes_give_exactly_feature_distillation(big_src, tmp_path):
+    """Chunks of 4 on 2 worker processes: every output is the core's pixels, every input done once."""
     dst = tmp_path / "out"
-    slow = ["--quiet", "--batch-size", "1", "--io-threads", "1", "--threads", "1", "--png-level", "9"]
+    summary = batch.defend_files(str(big_src), str(dst), threads=2, batch_size=4, progress=False)
+    assert summary.counts["written"] == 48 and summary.exit_status == 0
+    assert len(_check_no_partial_output(big_src, dst, allow_temps=False)) == 48
+    records = [json.loads(line) for line in (dst / batch.MANIFEST_NAME).read_text().splitlines()]
+    assert sorted(r["state"] for r in records) == ["done"] * 48 + ["writing"] * 48  # whole lines from both workers
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_leaves_no_partial_output(big_src, tmp_path, sig, workers):
+    dst = tmp_path / "out"
+    # --threads 2 runs worker processes, --threads 1 this process alone
+    slow = ["--quiet", "--batch-size", "1", "--io-threads", "1", "--threads", workers, "--png-level", "9"]
     code, _, err = _stop_when_started(_run_cli([str(big_src), str(dst), *slow]), dst, sig)
     done = _check_no_partial_output(big_src, dst, allow_temps=sig == signal.SIGKILL)
     assert 0 < len(done) < 48, f"the run was not stopped mid-way ({len(done)} done)"

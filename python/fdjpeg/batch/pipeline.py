@@ -1,168 +1,287 @@
-"""The pipeline of a run: decode, defend and encode + write the images of the to-do list, with
-bounded queues so that memory does not grow with the folder."""
+"""The pipeline of a run: decode -> defend -> encode -> write, overlapped on all cores.
+
+Worker processes (forked, one per core) each take a chunk of ``batch_size`` images, decode them,
+run the defense once per stack of same-shaped images with the native core on one thread, encode
+them and hand the bytes to a few writer threads of their own (writing, fsync and rename wait on the
+disk, not the CPU), then take the next chunk. Processes rather than threads because fpng and parts
+of Pillow hold the GIL: measured on 2 cores, threads in one process serialised on it (see
+docs/cli.md). The main process keeps at most two chunks per worker in flight, so memory stays
+bounded whatever the folder size, and updates the progress bar as chunks come back.
+
+A randomised defense (its draws must follow one stream), a defense without a ``threads`` parameter
+(torch models, which must not be forked), or a run of a single chunk runs in this process instead,
+the same code with the defense's own threads.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Dict, List, Optional
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from .. import imagefiles
-from ..imagefiles import BadImage
+from ..imagefiles import BadImage, Decoded
 from .planning import Task
 from .progress import Progress
 from .report import Outcome
 
-class Runner:
-    """Reader pool -> defense on stacks of same-shaped images -> writer pool, with bounded queues."""
 
-    def __init__(self, defend, fmt, jpeg_file, png_level, max_pixels, io_threads, batch_size, manifest_path, root, settings):
-        self.defend, self.fmt, self.jpeg_file, self.png_level = defend, fmt, jpeg_file, png_level
-        self.max_pixels, self.batch_size = max_pixels, batch_size
-        self.io_threads = io_threads or max(2, os.cpu_count() or 2)
-        self.manifest_path, self.root, self.settings = manifest_path, root, settings
+@dataclass
+class Job:
+    """What every image of a run gets; built in the main process, inherited by forked workers."""
+
+    defend: Callable
+    fmt: str
+    jpeg_file: Optional[dict]
+    png_level: int
+    max_pixels: Optional[int]
+    manifest_path: Optional[str]
+    root: str
+    settings: str
+    write_threads: int
+
+
+def decode_file(job: Job, path: str, out: str):
+    """The decoded image at ``path``, or the failed Outcome naming why."""
+    try:
+        return imagefiles.read(path, job.max_pixels)
+    except BadImage as exc:
+        return Outcome(path, "failed", out, str(exc))
+    except MemoryError:
+        return Outcome(path, "failed", out, "not enough memory to decode it")
+    except Exception as exc:  # noqa: BLE001 - a decoder's odd error must not stop the run
+        return Outcome(path, "failed", out, f"cannot read: {type(exc).__name__}: {exc}")
+
+
+def defend_stacks(defend: Callable, items: List[Decoded]) -> List[object]:
+    """The defended pixels of each decoded image, in order, or an Exception for one the defense
+    rejects. Images of one shape go through the defense as one stack (one call)."""
+    groups: Dict[tuple, List[int]] = {}
+    for i, d in enumerate(items):
+        groups.setdefault(d.pixels.shape, []).append(i)
+    results: List[object] = [None] * len(items)
+    for members in groups.values():
+        try:
+            stack = items[members[0]].pixels[None] if len(members) == 1 else np.stack([items[i].pixels for i in members])
+            for i, y in zip(members, _apply(defend, stack)):
+                results[i] = y
+        except Exception:  # noqa: BLE001 - isolate the image the defense rejects
+            for i in members:
+                try:
+                    results[i] = _apply(defend, items[i].pixels[None])[0]
+                except Exception as exc:  # noqa: BLE001
+                    results[i] = exc
+    return results
+
+
+def _apply(defend: Callable, stack: np.ndarray) -> np.ndarray:
+    out = np.asarray(defend(stack))
+    if out.shape != stack.shape or out.dtype != np.uint8:
+        raise ValueError(f"defense returned {out.dtype} {out.shape} for uint8 {stack.shape}")
+    return out
+
+
+class Chunks:
+    """Defends chunks of tasks in the process it lives in (a worker, or the main process)."""
+
+    def __init__(self, job: Job, abort):
+        self.job, self.abort = job, abort
+        self.writers = ThreadPoolExecutor(job.write_threads, thread_name_prefix="fdjpeg-write")
         self.temps: set = set()
-        self.manifest = None
-        self.manifest_lock = threading.Lock()
-        self.abort = threading.Event()
-        self.stop = threading.Event()  # set from outside (a signal handler) to stop at a safe point
+        self.manifest_fd = (
+            os.open(job.manifest_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666) if job.manifest_path else None
+        )
 
-    def _check_stop(self) -> None:
-        if self.stop.is_set():
-            raise KeyboardInterrupt
+    def close(self) -> None:
+        self.writers.shutdown(wait=True)
+        if self.manifest_fd is not None:
+            os.close(self.manifest_fd)
+            self.manifest_fd = None
+
+    def run(self, chunk: List[Tuple[str, str]]) -> List[Outcome]:
+        """Outcomes of the chunk's ``(src, out)`` tasks; once ``abort`` is set, the images not yet
+        started are left out (the run is stopping) and the writes under way finish whole."""
+        job, outcomes, decoded = self.job, [], []
+        for src, out in chunk:
+            if self.abort.is_set():
+                break
+            item = decode_file(job, src, out)
+            if isinstance(item, Outcome):
+                outcomes.append(item)
+            else:
+                decoded.append(((src, out), item))
+        writes = []
+        if decoded and not self.abort.is_set():
+            defended = defend_stacks(job.defend, [d for _, d in decoded])
+            for ((src, out), d), y in zip(decoded, defended):
+                if isinstance(y, Exception):
+                    outcomes.append(Outcome(src, "failed", out, f"defense failed: {y}"))
+                elif not self.abort.is_set():
+                    writes.append(self.writers.submit(self._write, src, out, y, d.alpha, d.notes))
+        outcomes.extend(w.result() for w in writes)
+        return outcomes
+
+    def _write(self, src: str, out: str, pixels: np.ndarray, alpha, notes) -> Outcome:
+        job = self.job
+        try:
+            data, more = imagefiles.encode(pixels, alpha, job.fmt, job.jpeg_file, job.png_level)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            self._record(out, src, len(data), "writing", hashlib.sha256(data).hexdigest())
+            imagefiles.atomic_write(out, data, self.temps)
+        except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
+            return Outcome(src, "failed", out, f"cannot write output: {type(exc).__name__}: {exc}")
+        self._record(out, src, len(data), "done")
+        return Outcome(src, "written", out, notes=list(notes) + more, bytes=len(data))
+
+    def _record(self, out: str, src: str, size: int, state: str, sha256: Optional[str] = None) -> None:
+        """Append a manifest line: "writing" (with the bytes' hash) just before an output's rename,
+        "done" after it, so that a resumed run can tell its own finished outputs from anyone's. One
+        write() of an O_APPEND descriptor per line keeps the lines of several processes whole."""
+        if self.manifest_fd is None:
+            return
+        rec = {"out": os.path.relpath(out, self.job.root), "src": src, "bytes": size, "settings": self.job.settings, "state": state}
+        if sha256 is not None:
+            rec["sha256"] = sha256
+        os.write(self.manifest_fd, (json.dumps(rec) + "\n").encode())
+
+
+# ---- worker processes ---------------------------------------------------------------------------
+
+_worker: Optional[Chunks] = None  # the worker process's own Chunks
+_inherited: Optional[tuple] = None  # (job, abort) set just before the fork, read by the workers
+
+
+def _worker_start(close_fds: Tuple[int, ...]) -> None:
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    for fd in close_fds:  # DST's lock belongs to the main process: a worker must not keep it held
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    job, abort = _inherited
+    _worker = Chunks(job, abort)
+
+
+def _worker_chunk(chunk):
+    return _worker.run(chunk)
+
+
+def _die_with_parent() -> None:
+    """A worker ends when the main process does, even by SIGKILL (Linux); a killed run then leaves
+    no process behind writing into DST without its lock."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:
+            os._exit(1)
+
+
+def can_fork(defend: Callable, takes_threads: bool) -> bool:
+    """Whether the defense may run in forked workers: deterministic, and a native-core defense (it
+    has a ``threads`` parameter); torch-based defenses keep to this process."""
+    return (
+        takes_threads
+        and not bool(getattr(defend, "random", False))
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
+
+
+class Runner:
+    """Chunks of ``batch_size`` tasks through ``workers`` forked processes, or through this process
+    when ``workers`` is 1."""
+
+    def __init__(self, job: Job, workers: int, batch_size: int, stop: threading.Event, keep_fds: Tuple[int, ...] = ()):
+        self.job, self.workers, self.batch_size, self.stop = job, workers, batch_size, stop
+        self.keep_fds = keep_fds
 
     def run(self, todo: List[Task], outcomes: List[Outcome], bar: Progress) -> None:
         if not todo:
             return
-        window = 2 * self.batch_size
-        readers = ThreadPoolExecutor(self.io_threads, thread_name_prefix="fdjpeg-read")
-        writers = ThreadPoolExecutor(self.io_threads, thread_name_prefix="fdjpeg-write")
-        reads: deque = deque()
-        writes: deque = deque()
-        pending = iter(todo)
-        manifest = self.manifest = open(self.manifest_path, "a", encoding="utf-8") if self.manifest_path else None
+        chunks = [[(t.src, t.out) for t in todo[i : i + self.batch_size]] for i in range(0, len(todo), self.batch_size)]
+        if self.workers <= 1 or len(chunks) == 1:
+            self._run_here(chunks, outcomes, bar)
+        else:
+            self._run_forked(chunks, outcomes, bar)
 
-        def finish(fut: Future) -> None:
-            outcome = fut.result()
-            outcomes.append(outcome)
-            if outcome.status == "written":
-                self._record(outcome.out, outcome.src, outcome.bytes, "done")
-            bar.update()
+    def _run_here(self, chunks, outcomes, bar) -> None:
+        here = Chunks(self.job, self.stop)
+        try:
+            for chunk in chunks:
+                if self.stop.is_set():
+                    raise KeyboardInterrupt
+                done = here.run(chunk)
+                outcomes.extend(done)
+                bar.update(len(done))
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+        finally:
+            here.close()
+
+    def _run_forked(self, chunks, outcomes, bar) -> None:
+        global _inherited
+        ctx = multiprocessing.get_context("fork")
+        abort = ctx.Event()
+        _inherited = (self.job, abort)
+        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_start, initargs=(self.keep_fds,))
+        in_flight: deque = deque()
+        pending: Iterable = iter(chunks)
+
+        def collect(entry) -> None:
+            chunk, fut = entry
+            try:
+                done = fut.result()
+            except BrokenProcessPool:
+                done = [Outcome(s, "failed", o, "the worker process defending it died (out of memory?); --resume to retry")
+                        for s, o in chunk if not os.path.exists(o)]
+            outcomes.extend(done)
+            bar.update(len(chunk))
 
         try:
-            for task in pending:
-                reads.append((task, readers.submit(self._read, task)))
-                if len(reads) >= window:
+            for chunk in pending:  # at most two chunks per worker in flight: memory stays bounded
+                in_flight.append((chunk, pool.submit(_worker_chunk, chunk)))
+                if len(in_flight) >= 2 * self.workers:
                     break
-            while reads:
-                self._check_stop()
-                batch = []
-                while reads and len(batch) < self.batch_size:
-                    task, fut = reads.popleft()
-                    batch.append((task, fut.result()))
-                    self._check_stop()
-                    nxt = next(pending, None)
-                    if nxt is not None:
-                        reads.append((nxt, readers.submit(self._read, nxt)))
-                for task, result in self._defend_batch(batch):
-                    if isinstance(result, Outcome):
-                        outcomes.append(result)
-                        bar.update()
-                    else:
-                        writes.append(writers.submit(self._write, task, *result))
-                while writes and (writes[0].done() or len(writes) > window):
-                    finish(writes.popleft())
-            while writes:
-                self._check_stop()
-                finish(writes.popleft())
-        except BaseException:
-            self.abort.set()
-            readers.shutdown(wait=False, cancel_futures=True)
-            writers.shutdown(wait=True, cancel_futures=True)  # running writes end whole or not at all
-            for tmp in list(self.temps):
+            while in_flight:
+                if self.stop.is_set():
+                    raise KeyboardInterrupt
+                entry = in_flight[0]
                 try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
+                    entry[1].result(timeout=0.2)
+                except TimeoutError:  # look at the stop flag again
+                    continue
+                except Exception:  # noqa: BLE001 - collect() raises it, or reports a dead worker
                     pass
-            for fut in writes:  # record what did finish before the stop
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    finish(fut)
+                collect(in_flight.popleft())
+                nxt = next(pending, None)
+                if nxt is not None and not self.stop.is_set():
+                    in_flight.append((nxt, pool.submit(_worker_chunk, nxt)))
+        except BaseException:
+            abort.set()  # workers finish the image under way, whole, and return what they did
+            for chunk, fut in in_flight:
+                if fut.cancel():
+                    continue
+                try:
+                    outcomes.extend(fut.result())
+                except BaseException:  # noqa: BLE001 - a broken pool: nothing more to record
+                    pass
             raise
         finally:
-            readers.shutdown(wait=True)
-            writers.shutdown(wait=True)
-            if manifest is not None:
-                manifest.close()
-
-    def _record(self, out: str, src: str, size: int, state: str, sha256: Optional[str] = None) -> None:
-        """Append a manifest line: "writing" (with the bytes' hash) just before an output's rename,
-        "done" after it, so that a resumed run can tell its own finished outputs from anyone's."""
-        if self.manifest is None:
-            return
-        rec = {"out": os.path.relpath(out, self.root), "src": src, "bytes": size, "settings": self.settings, "state": state}
-        if sha256 is not None:
-            rec["sha256"] = sha256
-        with self.manifest_lock:
-            self.manifest.write(json.dumps(rec) + "\n")
-            self.manifest.flush()
-
-    def _read(self, task: Task):
-        if self.abort.is_set():
-            return Outcome(task.src, "failed", task.out, "interrupted")
-        try:
-            return imagefiles.read(task.src, self.max_pixels)
-        except BadImage as exc:
-            return Outcome(task.src, "failed", task.out, str(exc))
-        except MemoryError:
-            return Outcome(task.src, "failed", task.out, "not enough memory to decode it")
-        except Exception as exc:  # noqa: BLE001 - a decoder's odd error must not stop the run
-            return Outcome(task.src, "failed", task.out, f"cannot read: {type(exc).__name__}: {exc}")
-
-    def _defend_batch(self, batch):
-        """Yield ``(task, Outcome)`` for failures and ``(task, (pixels, alpha, notes))`` for the
-        defended images; images of one shape go through the defense as one stack."""
-        groups: Dict[tuple, list] = {}
-        for task, item in batch:
-            if isinstance(item, Outcome):
-                yield task, item
-            else:
-                groups.setdefault(item.pixels.shape, []).append((task, item))
-        for members in groups.values():
-            try:
-                defended = self._apply(np.stack([d.pixels for _, d in members]))
-                results = list(defended)
-            except Exception:  # noqa: BLE001 - isolate the image the defense rejects
-                results = []
-                for task, d in members:
-                    try:
-                        results.append(self._apply(d.pixels[None])[0])
-                    except Exception as exc:  # noqa: BLE001
-                        results.append(Outcome(task.src, "failed", task.out, f"defense failed: {exc}"))
-            for (task, d), out in zip(members, results):
-                yield task, (out if isinstance(out, Outcome) else (out, d.alpha, d.notes))
-
-    def _apply(self, stack: np.ndarray) -> np.ndarray:
-        out = self.defend(stack)
-        out = np.asarray(out)
-        if out.shape != stack.shape or out.dtype != np.uint8:
-            raise ValueError(f"defense returned {out.dtype} {out.shape} for uint8 {stack.shape}")
-        return out
-
-    def _write(self, task: Task, pixels: np.ndarray, alpha, notes) -> Outcome:
-        if self.abort.is_set():
-            return Outcome(task.src, "failed", task.out, "interrupted")
-        try:
-            data, more = imagefiles.encode(pixels, alpha, self.fmt, self.jpeg_file, self.png_level)
-            os.makedirs(os.path.dirname(task.out), exist_ok=True)
-            if self.manifest is not None:
-                self._record(task.out, task.src, len(data), "writing", hashlib.sha256(data).hexdigest())
-            imagefiles.atomic_write(task.out, data, self.temps)
-        except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
-            return Outcome(task.src, "failed", task.out, f"cannot write output: {type(exc).__name__}: {exc}")
-        return Outcome(task.src, "written", task.out, notes=list(notes) + more, bytes=len(data))
+            pool.shutdown(wait=True, cancel_futures=True)
+            _inherited = None

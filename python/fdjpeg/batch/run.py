@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from PIL import Image
 
 from .. import imagefiles
-from ..defenses import build_defense
+from ..defenses import build_defense, spec
 from .manifest import MANIFEST_NAME, existing_output, load_manifest, lock_dst, remove_stale_temps, settings_key
-from .pipeline import Runner
+from .pipeline import Job, Runner, can_fork
 from .planning import Task, check_folder_can_be_made, check_report_path, plan
 from .progress import Progress
 from .report import REPORT_NAME, Outcome, Summary, summarize, write_report
@@ -52,7 +52,8 @@ def defend_files(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     the_plan = plan(src, dst, fmt, follow_links)
-    defend = build_defense(defense, params, threads)
+    cores = threads or os.cpu_count() or 1
+    defend = build_defense(defense, params, cores)
     jpeg_file = imagefiles.jpeg_spec_of(defend)
     if fmt == "jpeg" and jpeg_file is None:
         raise ValueError(f"defense {defense!r} has no quantization tables of its own to store in a JPEG; use --format png")
@@ -68,15 +69,19 @@ def defend_files(
     # one output file needs no lock (its folder may be anyone's): the atomic rename keeps it whole
     lock = None if the_plan.single_file else lock_dst(the_plan.dst_root)
     try:
-        return _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume, overwrite,
-                           io_threads, batch_size, max_pixels, png_level, progress, stop)
+        job = Job(defend, fmt, jpeg_file, png_level, max_pixels, None, the_plan.dst_root, settings, io_threads or 4)
+        forked = None  # the same defense on one core, for worker processes (one per core)
+        if cores > 1 and can_fork(defend, "threads" in spec(defense).defaults):
+            forked = build_defense(defense, params, 1)
+        return _run_locked(the_plan, job, forked, cores, resume, overwrite, report_path, batch_size, progress, stop,
+                           (lock.fileno(),) if lock is not None else ())
     finally:
         if lock is not None:
             lock.close()
 
 
-def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume, overwrite,
-                io_threads, batch_size, max_pixels, png_level, progress, stop) -> Summary:
+def _run_locked(the_plan, job: Job, forked, cores: int, resume: bool, overwrite: bool, report_path: Optional[str],
+                batch_size: int, progress: bool, stop: Optional[threading.Event], lock_fds: Tuple[int, ...]) -> Summary:
     remove_stale_temps(the_plan.dst_root, recursive=not the_plan.single_file, keep_out=the_plan.src_dir)
     # one output file keeps no manifest (its folder may be anyone's), so --resume never vouches for it
     manifest_path = None if the_plan.single_file else os.path.join(the_plan.dst_root, MANIFEST_NAME)
@@ -86,7 +91,7 @@ def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume,
     outcomes += [Outcome(p, "skipped", reason=why) for p, why in the_plan.skipped]
     todo: List[Task] = []
     for task in the_plan.tasks:
-        done = existing_output(task, manifest, settings, the_plan.dst_root, resume, overwrite)
+        done = existing_output(task, manifest, job.settings, the_plan.dst_root, resume, overwrite)
         if done is None:
             todo.append(task)
         else:
@@ -94,8 +99,11 @@ def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume,
 
     start = time.perf_counter()
     bar = Progress(len(todo), progress)
-    runner = Runner(defend, fmt, jpeg_file, png_level, max_pixels, io_threads, batch_size, manifest_path, the_plan.dst_root, settings)
-    runner.stop = stop or threading.Event()
+    job.manifest_path = manifest_path
+    workers = min(cores, -(-len(todo) // batch_size)) if forked is not None else 1
+    if workers > 1:
+        job.defend = forked
+    runner = Runner(job, workers, batch_size, stop or threading.Event(), lock_fds)
     interrupted = False
     try:
         runner.run(todo, outcomes, bar)
@@ -109,6 +117,6 @@ def _run_locked(the_plan, defend, fmt, jpeg_file, settings, report_path, resume,
             o.renamed = o.src in renamed
         summary = summarize(outcomes, time.perf_counter() - start, report_path, interrupted)
         if report_path:
-            write_report(report_path, summary, settings)
+            write_report(report_path, summary, job.settings)
     return summary
 
