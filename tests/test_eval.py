@@ -228,3 +228,40 @@ def test_a_classifier_defense_replaces_the_model(task):
     assert next(r for r in res.records if r["defense"] == "vote")["defense_s_per_image"] is None
     adv = attacks.fgsm(task.model, x, y, 0.1)
     assert res.accuracy(task.name, "vote", "fgsm", 0.1, "gray-box") == predict_accuracy(vote.as_classifier(), adv, y)
+
+
+# -- uncertainty -----------------------------------------------------------------------------------
+
+
+def test_wilson_interval_matches_scipy_and_the_formula():
+    stats = pytest.importorskip("scipy.stats")
+    from fdjpeg.eval.report import wilson_interval
+
+    for k, n in [(0, 20), (17, 20), (20, 20), (1, 1), (0, 1), (150, 300), (3, 1000), (9999, 10000)]:
+        ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        z, p = 1.959963984540054, k / n  # the textbook form: roots of (p - q)^2 = z^2 q (1 - q) / n
+        q = np.roots([1 + z * z / n, -(2 * p + z * z / n), p * p])
+        assert sorted(wilson_interval(k, n)) == pytest.approx(sorted(np.clip(q.real, 0, 1)), abs=1e-9)
+    ci99 = stats.binomtest(17, 20).proportion_ci(confidence_level=0.99, method="wilson")
+    assert wilson_interval(17, 20, 0.99) == pytest.approx((ci99.low, ci99.high), abs=1e-12)
+    with pytest.raises(ValueError, match="correct"):
+        wilson_interval(21, 20)
+
+
+def test_every_accuracy_in_the_files_has_its_interval(results, tmp_path):
+    from fdjpeg.eval.report import wilson_interval
+
+    paths = results.write(str(tmp_path / "report"))
+    for r in results.records:
+        assert (r["ci_low"], r["ci_high"]) == wilson_interval(r["correct"], r["n"])
+        assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [(float(r["ci_low"]), float(r["ci_high"])) for r in rows] == [(r["ci_low"], r["ci_high"]) for r in results.records]
+    records = json.loads(open(paths["json"]).read())["records"]
+    assert all("ci_low" in r and "ci_high" in r for r in records)
+    md = open(paths["markdown"]).read()
+    clean = next(r for r in results.records if (r["defense"], r["attack"]) == ("none", "clean"))
+    assert f"| none | {100 * clean['accuracy']:.1f} [{100 * clean['ci_low']:.0f}, {100 * clean['ci_high']:.0f}] |" in md
+    assert "95% Wilson intervals" in md

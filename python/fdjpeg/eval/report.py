@@ -5,17 +5,39 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 FIELDS = (
-    "model", "defense", "attack", "epsilon", "threat_model", "n", "correct", "accuracy",
+    "model", "defense", "attack", "epsilon", "threat_model", "n", "correct", "accuracy", "ci_low", "ci_high",
     "mean_l2", "median_l2", "mean_linf", "defense_s_per_image", "attack_s",
 )  # median_l2: over the images the attack changed
+
+
+#: Confidence of the interval given with every accuracy.
+CONFIDENCE = 0.95
+
+
+def wilson_interval(correct: int, n: int, confidence: float = CONFIDENCE) -> Tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``correct / n`` (Wilson 1927): unlike the normal
+    approximation it stays inside [0, 1] and does not shrink to a point at 0 or n correct, so a
+    20-image result reads as what it is (17/20: 64% to 95%)."""
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n >= 1, got {correct} of {n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -32,6 +54,7 @@ class Results:
         self.records.append({
             "model": model, "defense": defense, "attack": attack, "epsilon": eps, "threat_model": threat_model,
             "n": len(x), "correct": correct, "accuracy": correct / len(x),
+            **dict(zip(("ci_low", "ci_high"), wilson_interval(correct, len(x)))),
             "mean_l2": float(l2.mean()), "median_l2": float(changed.median()) if len(changed) else 0.0,
             "mean_linf": float(delta.abs().max(dim=1).values.mean()),
             "defense_s_per_image": defense_s_per_image, "attack_s": attack_s,
@@ -73,7 +96,8 @@ class Results:
 
     def markdown(self) -> str:
         """One table per model and threat model: a row per defense, clean accuracy, defense cost, and
-        adversarial accuracy per attack and budget (DeepFool/CW: accuracy and median L2)."""
+        adversarial accuracy per attack and budget (DeepFool/CW: accuracy and median L2), each
+        accuracy with its 95% Wilson interval in brackets."""
         out = []
         for model in _unique(r["model"] for r in self.records):
             info = self.meta.get("tasks", {}).get(model, {})
@@ -103,13 +127,15 @@ class Results:
             attacks = _unique(r["attack"] for r in rows if r["attack"] != "clean")
             if any(_short_names(attacks)[a] != a for a in attacks):
                 out.append("Attacks: " + ", ".join(f"`{a}`" for a in attacks) + ".\n")
+        if self.records:
+            out.append(f"Accuracies in %, with their {100 * CONFIDENCE:g}% Wilson intervals in brackets.\n")
         if "seconds" in self.meta:
             out.append(f"Total time: {self.meta['seconds']:.0f} s.\n")
         return "\n".join(out)
 
     def plot(self, path: str) -> None:
-        """Accuracy against epsilon, one line per defense; a panel per model x budgeted attack x threat
-        model (epsilon 0 is the clean accuracy with the defense)."""
+        """Accuracy against epsilon, one line per defense with its 95% Wilson band; a panel per model x
+        budgeted attack x threat model (epsilon 0 is the clean accuracy with the defense)."""
         plt = _pyplot()
         panels = _unique((r["model"], r["attack"], r["threat_model"]) for r in self.records if r["epsilon"] is not None)
         cols = max(1, min(4, len(panels)))
@@ -117,13 +143,15 @@ class Results:
         fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
         for ax, (model, attack, tm) in zip(axes.flat, panels):
             for d in _unique(r["defense"] for r in self.records if r["model"] == model):
-                pts = sorted((r["epsilon"], r["accuracy"]) for r in self.records
+                pts = sorted((r["epsilon"], r["accuracy"], *wilson_interval(r["correct"], r["n"])) for r in self.records
                              if (r["model"], r["defense"], r["attack"], r["threat_model"]) == (model, d, attack, tm))
                 clean = _find([r for r in self.records if r["model"] == model], d, "clean", None, "-")
                 if clean is not None:
-                    pts = [(0.0, clean["accuracy"])] + pts
+                    pts = [(0.0, clean["accuracy"], *wilson_interval(clean["correct"], clean["n"]))] + pts
                 if pts:
-                    ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=d)
+                    eps, acc, low, high = (np.array(v) for v in zip(*pts))
+                    line, = ax.plot(eps, 100 * acc, marker="o", label=d)
+                    ax.fill_between(eps, 100 * low, 100 * high, color=line.get_color(), alpha=0.12, linewidth=0)
             ax.set_title(f"{model}\n{attack}, {tm}", fontsize=9)
             ax.set_xlabel("epsilon (L-inf)")
             ax.set_ylabel("accuracy %")
@@ -201,7 +229,10 @@ def _find(rows, defense, attack, eps, tm):
 
 
 def _pct(r) -> str:
-    return "" if r is None else f"{100 * r['accuracy']:.1f}"
+    if r is None:
+        return ""
+    low, high = wilson_interval(r["correct"], r["n"])
+    return f"{100 * r['accuracy']:.1f} [{100 * low:.0f}, {100 * high:.0f}]"
 
 
 def _eps_text(eps) -> str:
