@@ -148,3 +148,24 @@ register(
     description="a classifier, not an image transform: majority vote of FashionCNNs fine-tuned on JPEG 20/40/60/80 "
     "(Zhang & Gao 2021; SHIELD's vaccinated ensemble); returns VoteResult, .as_classifier() gives an nn.Module",
 )
+register(
+    "tvm", "fdjpeg.defenses.tvm:TVMinimization",
+    Param("drop_rate", float, 0.5, "probability a pixel value is dropped before the fit", min=0, max=0.99),
+    Param("weight", float, 0.03, "TV weight of Guo et al.'s constants (the solver runs at 1/weight)", min=1e-6),
+    Param("max_iter", int, 100, "split-Bregman iterations", min=1),
+    Param("gs_iter", int, 10, "Gauss-Seidel sweeps per iteration", min=1),
+    Param("eps", float, 0.01, "stop when the RMS change of an iteration is below this", min=1e-12),
+    Param("seed", int, None, "seed of the dropout (None: fresh entropy)", min=0, optional=True,
+          objects=("numpy.random:Generator",)),
+    description="total variance minimisation as Guo et al. 2018 ran it: random pixel dropout, masked split-Bregman TV",
+)
+register(
+    "quilting", "fdjpeg.defenses.quilting:_quilting",
+    Param("num_patches", int, 1_000_000, "5x5 patches in the database", min=51_200),
+    Param("index_seed", int, 0, "seed of the database's patches and faiss training", min=0),
+    Param("cut", str, "min-error", "boundary cut through the overlaps", choices=("min-error", "none")),
+    Param("cache", str, None, "folder of built databases (None: the user cache)", optional=True,
+          objects=("os:PathLike",)),
+    description="image quilting as Guo et al. 2018 ran it: nearest 5x5 patches (faiss IVF-PQ) from offline photos, "
+    "2-px overlaps with a minimum-error cut",
+)
