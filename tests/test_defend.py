@@ -416,3 +416,14 @@ def test_names_that_would_collide_keep_their_extension_and_missing_list_entries(
     assert sorted(os.listdir(tmp_path / "out")) == [".fdjpeg-lock", ".fdjpeg-manifest.jsonl", "a.jpg.png", "a.png.png", "fdjpeg-report.json"]
     (failed,) = [o for o in summary.outcomes if o.status == "failed"]
     assert failed.src.endswith("missing.png") and "file not found" in failed.reason
+
+
+def test_help_names_the_codecs_that_run(capsys):
+    from fdjpeg import imagefiles
+
+    with pytest.raises(SystemExit):
+        cli.main(["defend", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"written by {imagefiles.png_encoder_name()}" in text
+    assert f"decoded by {imagefiles.jpeg_decoder_name()}" in text
+    assert "grey and grey+alpha by Pillow zlib at --png-level" in text

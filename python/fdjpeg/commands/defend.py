@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from .. import batch, defenses
+from .. import batch, defenses, imagefiles
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,19 +31,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--format", choices=sorted(batch.FORMATS), default=None,
-        help="png (lossless: exactly the defended pixels) or jpeg (a JPEG carrying the defense's own "
-        "quantization tables); default png, or from DST's extension",
+        help=f"png (lossless: exactly the defended pixels; RGB/RGBA written by {imagefiles.png_encoder_name()}, "
+        "grey and grey+alpha by Pillow zlib at --png-level) or jpeg (a JPEG carrying the defense's own "
+        "quantization tables, written by Pillow); default png, or from DST's extension. JPEG inputs are "
+        f"decoded by {imagefiles.jpeg_decoder_name()} (EXIF-rotated, CMYK and other images by Pillow)",
     )
     p.add_argument("--resume", action="store_true", help="skip outputs a previous run finished")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never inputs)")
-    p.add_argument("--threads", type=_positive, default=None, help="threads of the native core (default: all cores)")
-    p.add_argument("--io-threads", type=_positive, default=None, help="reader and writer threads each (default: cores, at least 2)")
-    p.add_argument("--batch-size", type=_positive, default=16, help="images read ahead and defended together (default: %(default)s)")
+    p.add_argument(
+        "--threads", type=_positive, default=None,
+        help="cores to use: one worker process each, running the native core on one thread "
+        "(randomised and torch defenses: one process, the core on this many threads) (default: all cores)",
+    )
+    p.add_argument("--io-threads", type=_positive, default=None, help="writer threads of each worker (default: 4)")
+    p.add_argument(
+        "--batch-size", type=_positive, default=16,
+        help="images a worker decodes, defends (one core call per shape) and writes as one chunk (default: %(default)s)",
+    )
     p.add_argument(
         "--max-pixels", type=_positive, default=batch.DEFAULT_MAX_PIXELS,
         help="skip (and report) images with more pixels than this (default: Pillow's %(default)s)",
     )
-    p.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9", help="PNG zlib level (default: %(default)s)")
+    p.add_argument(
+        "--png-level", type=int, default=1, choices=range(10), metavar="0-9",
+        help=f"zlib level of the PNGs Pillow writes: grey and grey+alpha always"
+        f"{'' if imagefiles.png_encoder_name() == 'fpng' else ', and RGB/RGBA here as fpng is not installed'} "
+        f"(RGB/RGBA: {imagefiles.png_encoder_name()}) (default: %(default)s)",
+    )
     p.add_argument(
         "--report", default=None,
         help="where to write the JSON report (default: DST/fdjpeg-report.json); never an input, an output or inside SRC",
