@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import fdjpeg
 from fdjpeg import benchmarks, cli, tables
@@ -48,3 +49,28 @@ def test_bench_command_writes_markdown_json_png(tmp_path):
     assert (out / "bench.md").read_text().count("numpy FD (vectorised)") == 1
     assert json.loads((out / "bench.json").read_text())["rows"][0]["status"] == "ok"
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _peer(name):
+    return next(p for p in benchmarks.PEERS if p.name == name)
+
+
+def test_dali_cpu_peer_is_a_jpeg_round_trip():
+    pytest.importorskip("nvidia.dali")
+    batch = benchmarks.images_for("224", 2)
+    out = _peer("NVIDIA DALI jpeg_compression_distortion q75 (CPU)").build()(batch)
+    for i, img in enumerate(batch):
+        # OpenCV's libjpeg at q75 4:2:0 against fdjpeg's jpeg(): the same tables, other rounding
+        assert np.abs(np.asarray(out[i]).astype(int) - fdjpeg.jpeg(img, 75).astype(int)).mean() < 1.0
+
+
+def test_torch_peers_run_on_one_torch_thread_unless_openmp_waits_passively(monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(benchmarks, "_PASSIVE_AT_TORCH_IMPORT", False)
+    before = torch.get_num_threads()
+    kornia = benchmarks.Peer("a torch peer", lambda: None, uses_torch=True)
+    with benchmarks._torch_threads_quiet(kornia, 2):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with benchmarks._torch_threads_quiet(benchmarks.Peer("numpy", lambda: None), 2):
+        assert torch.get_num_threads() == before

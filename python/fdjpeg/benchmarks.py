@@ -7,10 +7,12 @@ even where absolute times are not. Peers whose package is missing are reported a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -107,6 +109,49 @@ def _torchvision_cuda_jpeg() -> Callable[[Batch], object]:
     return run
 
 
+def _dali_jpeg(device: str) -> Callable[[], Callable[[Batch], list]]:
+    """NVIDIA DALI's ``fn.jpeg_compression_distortion`` at quality 75: on the CPU a pipeline with
+    ``device_id=None`` and one thread (OpenCV encode + decode), on the GPU its fused kernel."""
+
+    def build():
+        try:
+            from nvidia.dali import backend, fn, pipeline_def
+        except ImportError:
+            raise ImportError("NVIDIA DALI is not installed (pip install nvidia-dali-cuda130)") from None
+        if device == "gpu" and backend.GetCUDADeviceCount() == 0:
+            raise ImportError("no CUDA device")
+        pipes = {}
+
+        def pipe(n: int):  # a DALI pipeline has a fixed batch size
+            if n not in pipes:
+                @pipeline_def(batch_size=n, num_threads=1, device_id=0 if device == "gpu" else None, prefetch_queue_depth=1)
+                def graph():
+                    images = fn.external_source(name="x", layout="HWC")
+                    return fn.jpeg_compression_distortion(images.gpu() if device == "gpu" else images, quality=75)
+
+                pipes[n] = graph()
+                pipes[n].build()
+            return pipes[n]
+
+        def run(batch: Batch):
+            p = pipe(len(batch))
+            p.feed_input("x", list(batch))
+            (out,) = p.run()
+            return out.as_cpu() if device == "gpu" else out  # the GPU row includes the copy back, as torchvision's
+
+        return run
+
+    return build
+
+
+def _quilting_search_only() -> Callable[[Batch], list]:
+    """The floor of any quilting implementation: the faiss search of each image's grid patches."""
+    from .defenses import quilting
+
+    index, _ = quilting.database()
+    return _per_image(lambda img: index.search(quilting.image_patches(img.astype(np.float32) / 255), 1))
+
+
 def _fdjpeg_registered(name: str, **params) -> Callable[[], Callable[[Batch], object]]:
     def build():
         from . import defenses
@@ -123,6 +168,7 @@ class Peer:
     name: str
     build: Callable[[], Callable[[Batch], object]]
     max_images: Optional[int] = None  # time on at most this many images of the batch (slow or memory-hungry peers)
+    uses_torch: bool = False  # its OpenMP threads must not spin while fdjpeg's side of the pair runs
 
     @property
     def slow(self) -> bool:
@@ -137,7 +183,7 @@ PEERS: List[Peer] = [
     Peer("fdjpeg jpeg q75 4:2:0", lambda: lambda b: ops.jpeg(b, 75)),
     Peer("fdjpeg SLQ", _fdjpeg_registered("slq")),
     Peer("fdjpeg WebP+flip", _fdjpeg_registered("webp-flip")),
-    Peer("fdjpeg ComDefend", _fdjpeg_registered("comdefend"), max_images=1),
+    Peer("fdjpeg ComDefend", _fdjpeg_registered("comdefend"), max_images=1, uses_torch=True),
     Peer(
         "Pillow JPEG, FD table 4:4:4",
         lambda: _per_image(lambda img: pillow_roundtrip(img, [tables.feature_distillation().ravel()] * 2, 0)),
@@ -149,9 +195,14 @@ PEERS: List[Peer] = [
     Peer("numpy FD (vectorised)", lambda: _per_image(lambda img: numpy_feature_distill(img, _fd_table_q()))),
     Peer("authors-style FD (Python loop)", lambda: _per_image(lambda img: authors_style_feature_distill(img, tables.feature_distillation())), max_images=1),
     Peer("IBM ART JpegCompression q50", _art_jpeg),
-    Peer("kornia jpeg_codec_differentiable q50", _kornia_jpeg, max_images=8),
+    Peer("kornia jpeg_codec_differentiable q50", _kornia_jpeg, max_images=8, uses_torch=True),
+    Peer("NVIDIA DALI jpeg_compression_distortion q75 (CPU)", _dali_jpeg("cpu")),
     Peer("TV minimisation (skimage Bregman)", _tv_bregman, max_images=1),
-    Peer("torchvision encode+decode_jpeg (CUDA)", _torchvision_cuda_jpeg),
+    Peer("TVM as Guo et al. (dropout 0.5, masked Bregman)", _fdjpeg_registered("tvm", seed=0), max_images=1),
+    Peer("quilting as Guo et al. (faiss IVF-PQ, min-error cut)", _fdjpeg_registered("quilting"), max_images=1),
+    Peer("quilting: faiss patch search alone", _quilting_search_only, max_images=1),
+    Peer("torchvision encode+decode_jpeg (CUDA)", _torchvision_cuda_jpeg, uses_torch=True),
+    Peer("NVIDIA DALI jpeg_compression_distortion q75 (CUDA)", _dali_jpeg("gpu")),
 ]
 
 
@@ -218,6 +269,26 @@ def time_pair(ours: Callable[[], object], peer: Callable[[], object], repeat: in
     return float(np.median(a)), float(np.median(b))
 
 
+@contextlib.contextmanager
+def _torch_threads_quiet(peer: Peer, n_threads: int):
+    """While a torch peer alternates with fdjpeg on several threads, torch's OpenMP workers would
+    busy-wait between its calls and take cores from fdjpeg's side: hold torch to one thread unless
+    its OpenMP runtime was started with the passive wait policy (see :func:`run`)."""
+    torch = sys.modules.get("torch")
+    if not peer.uses_torch or n_threads == 1 or torch is None or _PASSIVE_AT_TORCH_IMPORT:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+_PASSIVE_AT_TORCH_IMPORT = False
+
+
 def run(
     sizes: Sequence[str] = ("224", "512", "full"),
     batches: Sequence[int] = (1, 64),
@@ -228,6 +299,10 @@ def run(
 ) -> Report:
     """Time every peer against fdjpeg's Feature Distillation for each size x batch x threads
     (threads 0 = all cores for fdjpeg; peers run as they do, most on one thread)."""
+    global _PASSIVE_AT_TORCH_IMPORT
+    if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads it
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        _PASSIVE_AT_TORCH_IMPORT = os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
     report = Report(machine_description())
     chosen = [p for p in PEERS if peers is None or p.name in peers]
     for size in sizes:
@@ -249,7 +324,8 @@ def run(
                     subset = images if peer.max_images is None else images[: peer.max_images]
                     ours = ours_full if subset is images else (lambda: ops.feature_distill(subset, threads=n_threads or None))
                     reps = 1 if peer.slow else repeat
-                    mine, theirs = time_pair(ours, lambda: fn(subset), reps)
+                    with _torch_threads_quiet(peer, label_threads):
+                        mine, theirs = time_pair(ours, lambda: fn(subset), reps)
                     row = Row(size, batch, label_threads, peer.name, "ok", mine / len(subset), theirs / len(subset), mp)
                     report.rows.append(row)
                     progress(

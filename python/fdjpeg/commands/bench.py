@@ -11,7 +11,7 @@ from .. import benchmarks
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="time fdjpeg against Pillow, numpy, the authors' code style, IBM ART, kornia, TV minimisation ...",
+        help="time fdjpeg against Pillow, numpy, the authors' code style, IBM ART, kornia, NVIDIA DALI, TV minimisation and image quilting as Guo et al. ran them ...",
     )
     p.add_argument("--out", default="fdjpeg-bench", help="folder for bench.md, bench.json, bench.png (default: %(default)s)")
     p.add_argument("--sizes", nargs="+", default=["224", "512", "full"], choices=["224", "512", "full"])
