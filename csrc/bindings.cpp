@@ -76,7 +76,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("height"), py::arg("width"), py::arg("subsampling"), py::arg("subsampled"),
       "Size of the padded luma plane in 8x8 blocks (the shape of a block table map).");
-  m.def("isa", &fdjpeg::detail::active_isa, "Instruction set of the kernels in use.");
+  m.def("isa", &fdjpeg::detail::active_isa,
+        "Instruction set of the kernels in use: \"avx512\", \"avx2\" or \"baseline\" (FDJPEG_ISA caps it).");
   m.def("_force_baseline", &fdjpeg::detail::set_force_baseline, py::arg("force"),
         "Use the portable kernels whatever the CPU (for testing). FDJPEG_FORCE_PORTABLE=1 or "
         "FDJPEG_ISA=baseline in the environment does the same for the whole process.");

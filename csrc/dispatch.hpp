@@ -15,7 +15,7 @@ struct StripeKernels {
   void (*phase_b)(const ImageJob&, int64_t stripe, float* scratch);
 };
 
-// The instruction set the kernels run with: "avx2" or "baseline".
+// The instruction set the kernels run with: "avx512", "avx2" or "baseline".
 const char* active_isa();
 
 // Makes active_isa() answer "baseline" whatever the CPU (to test the portable kernels).

@@ -21,6 +21,7 @@ namespace detail {
 namespace avx2 {
 
 using Vec = VecAvx2;
+using WideVec = VecAvx2;
 #include "kernels_variant.inc"
 
 }  // namespace avx2

@@ -13,6 +13,7 @@ namespace detail {
 namespace baseline {
 
 using Vec = VecPortable;
+using WideVec = VecPortable;
 #include "kernels_variant.inc"
 
 }  // namespace baseline

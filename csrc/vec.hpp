@@ -1,18 +1,28 @@
-// Eight-float vectors for the block kernel: a portable one, and AVX2 where the including
-// translation unit is compiled for it. Both do the same IEEE operations in the same order, so the
-// block arithmetic (block_math.hpp) instantiated with either gives bit-identical results.
+// Vectors of block lines for the block kernel: eight floats (one block: a portable one, and AVX2
+// where the including translation unit is compiled for it), and sixteen (two adjacent blocks side
+// by side, AVX-512). All do the same IEEE operations in the same order, so the block arithmetic
+// (block_math.hpp) instantiated with any of them gives bit-identical results.
+//
+// kBlocks: how many adjacent blocks a vector holds; load_lines / store_lines move one row of them
+// (8 x kBlocks consecutive floats). load and all give every block the same 8 values (block_math's
+// table rows, shared by the blocks of a vector).
 #pragma once
 
 #include <cstdint>
 
-#if defined(FDJPEG_WITH_AVX2)
+#if defined(FDJPEG_WITH_AVX2) || defined(FDJPEG_WITH_AVX512)
 #include <immintrin.h>
 #endif
 
 namespace fdjpeg {
 namespace detail {
+// Internal linkage: each kernel translation unit keeps its own copy, compiled for its own
+// instruction set (VecAvx2 serves both the AVX2 and the AVX-512 kernels); one merged copy of an
+// inline member could otherwise run AVX-512 code on a CPU without it.
+namespace {
 
 struct VecPortable {
+  static constexpr int kBlocks = 1;
   float v[8];
 
   static inline VecPortable load(const float* p) {
@@ -23,6 +33,8 @@ struct VecPortable {
   inline void store(float* p) const {
     for (int i = 0; i < 8; ++i) p[i] = v[i];
   }
+  static inline VecPortable load_lines(const float* p) { return load(p); }
+  inline void store_lines(float* p) const { store(p); }
   static inline VecPortable all(float x) {
     VecPortable r;
     for (int i = 0; i < 8; ++i) r.v[i] = x;
@@ -54,12 +66,59 @@ struct VecPortable {
   }
 };
 
-#if defined(FDJPEG_WITH_AVX2)
+#if defined(FDJPEG_WITH_AVX2) || defined(FDJPEG_WITH_AVX512)
+// The steps of an 8 x 8 transpose within each 256-bit half of a register (one block each):
+// unpacks and shuffles within 128-bit lanes, then one step across the two lanes of a half.
+inline __m256 unpack_lo(__m256 a, __m256 b) { return _mm256_unpacklo_ps(a, b); }
+inline __m256 unpack_hi(__m256 a, __m256 b) { return _mm256_unpackhi_ps(a, b); }
+template <int kImm>
+inline __m256 shuffle(__m256 a, __m256 b) { return _mm256_shuffle_ps(a, b, kImm); }
+inline __m256 lanes_lo(__m256 a, __m256 b) { return _mm256_permute2f128_ps(a, b, 0x20); }
+inline __m256 lanes_hi(__m256 a, __m256 b) { return _mm256_permute2f128_ps(a, b, 0x31); }
+
+#if defined(FDJPEG_WITH_AVX512)
+inline __m512 unpack_lo(__m512 a, __m512 b) { return _mm512_unpacklo_ps(a, b); }
+inline __m512 unpack_hi(__m512 a, __m512 b) { return _mm512_unpackhi_ps(a, b); }
+template <int kImm>
+inline __m512 shuffle(__m512 a, __m512 b) { return _mm512_shuffle_ps(a, b, kImm); }
+// permute2f128 within each 256-bit half: a two-source permute.
+inline __m512 lanes_lo(__m512 a, __m512 b) {
+  return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27), b);
+}
+inline __m512 lanes_hi(__m512 a, __m512 b) {
+  return _mm512_permutex2var_ps(a, _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31), b);
+}
+#endif
+
+template <class V>
+inline void transpose8x8(V* r) {
+  using M = decltype(r->v);
+  const M t0 = unpack_lo(r[0].v, r[1].v), t1 = unpack_hi(r[0].v, r[1].v);
+  const M t2 = unpack_lo(r[2].v, r[3].v), t3 = unpack_hi(r[2].v, r[3].v);
+  const M t4 = unpack_lo(r[4].v, r[5].v), t5 = unpack_hi(r[4].v, r[5].v);
+  const M t6 = unpack_lo(r[6].v, r[7].v), t7 = unpack_hi(r[6].v, r[7].v);
+  const M s0 = shuffle<0x44>(t0, t2), s1 = shuffle<0xEE>(t0, t2);
+  const M s2 = shuffle<0x44>(t1, t3), s3 = shuffle<0xEE>(t1, t3);
+  const M s4 = shuffle<0x44>(t4, t6), s5 = shuffle<0xEE>(t4, t6);
+  const M s6 = shuffle<0x44>(t5, t7), s7 = shuffle<0xEE>(t5, t7);
+  r[0].v = lanes_lo(s0, s4);
+  r[1].v = lanes_lo(s1, s5);
+  r[2].v = lanes_lo(s2, s6);
+  r[3].v = lanes_lo(s3, s7);
+  r[4].v = lanes_hi(s0, s4);
+  r[5].v = lanes_hi(s1, s5);
+  r[6].v = lanes_hi(s2, s6);
+  r[7].v = lanes_hi(s3, s7);
+}
+
 struct VecAvx2 {
+  static constexpr int kBlocks = 1;
   __m256 v;
 
   static inline VecAvx2 load(const float* p) { return {_mm256_loadu_ps(p)}; }
   inline void store(float* p) const { _mm256_storeu_ps(p, v); }
+  static inline VecAvx2 load_lines(const float* p) { return load(p); }
+  inline void store_lines(float* p) const { store(p); }
   static inline VecAvx2 all(float x) { return {_mm256_set1_ps(x)}; }
   inline VecAvx2 operator+(const VecAvx2& b) const { return {_mm256_add_ps(v, b.v)}; }
   inline VecAvx2 operator-(const VecAvx2& b) const { return {_mm256_sub_ps(v, b.v)}; }
@@ -69,26 +128,33 @@ struct VecAvx2 {
   inline VecAvx2 clamp(float lo, float hi) const {
     return {_mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi))};
   }
-  static inline void transpose(VecAvx2* r) {
-    const __m256 t0 = _mm256_unpacklo_ps(r[0].v, r[1].v), t1 = _mm256_unpackhi_ps(r[0].v, r[1].v);
-    const __m256 t2 = _mm256_unpacklo_ps(r[2].v, r[3].v), t3 = _mm256_unpackhi_ps(r[2].v, r[3].v);
-    const __m256 t4 = _mm256_unpacklo_ps(r[4].v, r[5].v), t5 = _mm256_unpackhi_ps(r[4].v, r[5].v);
-    const __m256 t6 = _mm256_unpacklo_ps(r[6].v, r[7].v), t7 = _mm256_unpackhi_ps(r[6].v, r[7].v);
-    const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0].v = _mm256_permute2f128_ps(s0, s4, 0x20);
-    r[1].v = _mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2].v = _mm256_permute2f128_ps(s2, s6, 0x20);
-    r[3].v = _mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4].v = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[5].v = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6].v = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[7].v = _mm256_permute2f128_ps(s3, s7, 0x31);
-  }
+  static inline void transpose(VecAvx2* r) { transpose8x8(r); }
 };
 #endif
 
+#if defined(FDJPEG_WITH_AVX512)
+// Two blocks per vector halve the instructions of the block transform; lanes 0-7 hold a line of
+// the left block, lanes 8-15 the same line of the right one.
+struct VecAvx512 {
+  static constexpr int kBlocks = 2;
+  __m512 v;
+
+  static inline VecAvx512 load(const float* p) { return {_mm512_broadcast_f32x8(_mm256_loadu_ps(p))}; }
+  static inline VecAvx512 load_lines(const float* p) { return {_mm512_loadu_ps(p)}; }
+  inline void store_lines(float* p) const { _mm512_storeu_ps(p, v); }
+  static inline VecAvx512 all(float x) { return {_mm512_set1_ps(x)}; }
+  inline VecAvx512 operator+(const VecAvx512& b) const { return {_mm512_add_ps(v, b.v)}; }
+  inline VecAvx512 operator-(const VecAvx512& b) const { return {_mm512_sub_ps(v, b.v)}; }
+  inline VecAvx512 operator*(const VecAvx512& b) const { return {_mm512_mul_ps(v, b.v)}; }
+  inline VecAvx512 operator/(const VecAvx512& b) const { return {_mm512_div_ps(v, b.v)}; }
+  // Same result as the portable clamp for every non-NaN input.
+  inline VecAvx512 clamp(float lo, float hi) const {
+    return {_mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi))};
+  }
+  static inline void transpose(VecAvx512* r) { transpose8x8(r); }
+};
+#endif
+
+}  // namespace
 }  // namespace detail
 }  // namespace fdjpeg

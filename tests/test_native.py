@@ -304,7 +304,12 @@ def test_environment_forces_the_portable_kernels_with_identical_results(tmp_path
 
 @pytest.mark.parametrize(
     "env,isa",
-    [({"FDJPEG_ISA": "baseline"}, "baseline"), ({"FDJPEG_FORCE_PORTABLE": "0"}, None), ({"FDJPEG_ISA": "avx2"}, None)],
+    [
+        ({"FDJPEG_ISA": "baseline"}, "baseline"),
+        ({"FDJPEG_FORCE_PORTABLE": "0"}, None),
+        ({"FDJPEG_ISA": "avx512"}, None),  # the widest this machine has
+        ({"FDJPEG_ISA": "avx2"}, "baseline" if _core.isa() == "baseline" else "avx2"),
+    ],
 )
 def test_environment_values(env, isa):
     script = "import fdjpeg, numpy as np; fdjpeg.feature_distill(np.zeros((8, 8, 3), np.uint8)); print(fdjpeg.isa())"

@@ -44,9 +44,10 @@ def padded_blocks(height: int, width: int, subsampling: int, subsampled: bool) -
     """Size of the padded luma plane in 8x8 blocks (the shape of a block table map)."""
 
 def isa() -> str:
-    """Instruction set of the kernels in use: ``"avx2"`` or ``"baseline"``. The environment
-    variable ``FDJPEG_FORCE_PORTABLE`` (any value but "" or "0") or ``FDJPEG_ISA=baseline``, read
-    once at the first call into the kernels, forces ``"baseline"`` for the whole process."""
+    """Instruction set of the kernels in use: ``"avx512"``, ``"avx2"`` or ``"baseline"``, the widest
+    the CPU and OS support. ``FDJPEG_ISA`` (``avx512``, ``avx2`` or ``baseline``) caps it, and
+    ``FDJPEG_FORCE_PORTABLE`` (any value but "" or "0") forces ``"baseline"``; both are read once,
+    at the first call into the kernels, for the whole process."""
 
 def _force_baseline(force: bool) -> None:
     """Use the portable kernels whatever the CPU (for tests)."""

@@ -1,0 +1,123 @@
+"""Every kernel variant of the native core (baseline, AVX2, AVX-512) gives bit-identical results.
+
+Each variant runs in its own process, chosen with FDJPEG_ISA (read once, at the first dispatch),
+over real photos: Feature Distillation (passes 1-3), JPEG 4:2:0 / 4:2:2 / 4:4:4, stochastic local
+quantization (per-block table maps), uint8 / float32 / float64, 1, 3 and 4 channels, odd sizes,
+a strided view, a batch, and one image split across two threads. A variant the CPU lacks runs as
+the widest one it has below it, so on any machine the comparison covers what it can run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fdjpeg import _core
+
+ISAS = ("baseline", "avx2", "avx512")
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import fdjpeg
+    from fdjpeg import _core, datasets
+    from fdjpeg.defenses import slq
+    photos = datasets.sample_photos()
+    out = {}
+
+    def views(img):
+        crop = img[:97, :131]  # odd sizes: partial blocks and MCUs, an odd number of blocks a row
+        yield "rgb", crop
+        yield "grey", crop.mean(axis=2).round().astype(np.uint8)[..., None]
+        alpha = (np.arange(crop.shape[0] * crop.shape[1]) % 251).astype(np.uint8).reshape(crop.shape[:2] + (1,))
+        yield "rgba", np.concatenate([crop, alpha], axis=2)
+        yield "strided", img[1:160:2, 3:300:3]
+
+    for name in ("astronaut", "chelsea", "coffee"):
+        for view, x8 in views(photos[name]):
+            for dtype in ("uint8", "float32", "float64"):
+                x = x8 if dtype == "uint8" else (x8 / 255.0).astype(dtype)
+                key = f"{name}/{view}/{dtype}"
+                for passes in (1, 2, 3):
+                    out[f"{key}/fd{passes}"] = fdjpeg.feature_distill(x, passes=passes, threads=1)
+                if x.shape[2] == 1:
+                    continue
+                for sub in ("420", "422", "444"):
+                    out[f"{key}/jpeg{sub}"] = fdjpeg.jpeg(x, 75, subsampling=sub, threads=1)
+                for sub in ("420", "444"):
+                    out[f"{key}/slq{sub}"] = slq.slq(x, subsampling=sub, seed=7, threads=1)
+    batch = np.stack([photos["astronaut"][:120, :200], photos["coffee"][:120, :200]])
+    out["batch/jpeg420"] = fdjpeg.jpeg(batch, 50, threads=2)
+    big = photos["hubble_deep_field"][:501, :733]  # one image split across two threads
+    out["threads2/jpeg420"] = fdjpeg.jpeg(big, 75, threads=2)
+    out["threads2/fd2"] = fdjpeg.feature_distill(big, passes=2, threads=2)
+    out["threads2/slq420"] = slq.slq(big, subsampling="420", seed=3, threads=2)
+    np.savez(sys.argv[1], **out)
+    print(json.dumps(_core.isa()))
+    """
+)
+
+
+def _env(isa):
+    env = {k: v for k, v in os.environ.items() if k not in ("FDJPEG_FORCE_PORTABLE", "FDJPEG_ISA")}
+    env["FDJPEG_ISA"] = isa
+    return env
+
+
+def _expected(isa):
+    """What FDJPEG_ISA=isa gives here: the request, capped at the widest variant of this machine."""
+    widest = ISAS.index(_core.isa()) if "FDJPEG_ISA" not in os.environ else len(ISAS) - 1
+    return ISAS[min(ISAS.index(isa), widest)]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = {}
+    for isa in ISAS:
+        path = tmp_path_factory.mktemp(isa) / "out.npz"
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path)], env=_env(isa), capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+        out[isa] = (json.loads(done.stdout.strip().splitlines()[-1]), np.load(path))
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_variant_is_chosen(results, isa):
+    if "FDJPEG_ISA" not in os.environ and "FDJPEG_FORCE_PORTABLE" not in os.environ:
+        assert results[isa][0] == _expected(isa)
+    else:
+        assert results[isa][0] in ISAS
+
+
+@pytest.mark.parametrize("isa", ISAS[1:])
+def test_variant_is_bit_identical_to_baseline(results, isa):
+    _, base = results["baseline"]
+    _, other = results[isa]
+    assert sorted(base.files) == sorted(other.files) and len(base.files) > 200
+    for key in base.files:
+        a, b = base[key], other[key]
+        assert a.dtype == b.dtype and a.shape == b.shape, key
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=key)  # bit for bit
+
+
+def test_cpu_support_caps_the_request():
+    """FDJPEG_ISA names a ceiling; unknown values are ignored, FDJPEG_FORCE_PORTABLE wins."""
+    script = "import fdjpeg, numpy as np; fdjpeg.jpeg(np.zeros((8, 8, 3), np.uint8)); print(fdjpeg.isa())"
+    widest = _core.isa() if "FDJPEG_ISA" not in os.environ else None
+    for env, want in [({"FDJPEG_ISA": "sse9"}, widest), ({"FDJPEG_ISA": "avx512", "FDJPEG_FORCE_PORTABLE": "1"}, "baseline")]:
+        full = _env("")
+        full.pop("FDJPEG_ISA")
+        full.update(env)
+        done = subprocess.run([sys.executable, "-c", script], env=full, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        if want is not None:
+            assert done.stdout.strip() == want
