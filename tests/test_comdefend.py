@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 from torch import nn
 
 from fdjpeg import defenses

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 
 from fdjpeg.defenses.ensemble import MajorityVote, VotingClassifier, as_nchw, to_float, vote
 

@@ -2,7 +2,7 @@ import io
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 from PIL import Image, ImageOps
 
 from fdjpeg import defenses
