@@ -1,7 +1,7 @@
 """Image files in and out: decode any image Pillow reads into a uint8 array the defenses take, and
 encode a defended array as PNG (lossless) or as a JPEG carrying a defense's quantization tables.
 
-Shared by ``fdjpeg defend`` (:mod:`fdjpeg.batch`) and the pipeline transforms. Plain JPEG files
+Shared by ``fdjpeg defend`` (:mod:`fdjpeg.batch`, files and tar shards) and the pipeline transforms. Plain JPEG files
 are decoded by libjpeg-turbo and RGB/RGBA PNGs encoded by fpng where installed
 (:mod:`fdjpeg.fastcodecs`); everything else goes through Pillow.
 """
@@ -27,7 +27,7 @@ TEMP_PREFIX = ".fdjpeg-tmp-"
 
 __all__ = [
     "BadImage", "Decoded", "TEMP_PREFIX", "PNG_STRATEGY", "atomic_write", "decode", "encode", "jpeg_spec_of",
-    "read", "png_encoder_name", "jpeg_decoder_name",
+    "read", "read_bytes", "png_encoder_name", "jpeg_decoder_name",
 ]
 
 #: Rows of a 16-bit image converted at a time, so the conversion holds a few MB besides the image.
@@ -146,13 +146,24 @@ def read(path: str, max_pixels: Optional[int] = None) -> Decoded:
     """Open, check the size, fully decode and convert the image at ``path``.
 
     Raises :class:`BadImage` naming the reason for anything that is not a readable image."""
+    return _reading(lambda: _jpeg_bytes(path), path, max_pixels)
+
+
+def read_bytes(data: bytes, max_pixels: Optional[int] = None) -> Decoded:
+    """:func:`read` of an image file's bytes held in memory (a member of a tar shard)."""
+    return _reading(lambda: data if data.startswith(b"\xff\xd8\xff") else None, io.BytesIO(data), max_pixels)
+
+
+def _reading(jpeg_data, source, max_pixels: Optional[int]) -> Decoded:
+    """Decode ``jpeg_data()`` (a JPEG's bytes, or None) with the fast path when it applies, else
+    ``source`` with Pillow; every failure becomes a :class:`BadImage` naming the reason."""
     try:
-        data = _jpeg_bytes(path)
+        data = jpeg_data()
         if data is not None:
             fast = _read_fast_jpeg(data, max_pixels)
             if fast is not None:
                 return fast
-        with Image.open(path if data is None else io.BytesIO(data)) as im:
+        with Image.open(source if data is None else io.BytesIO(data)) as im:
             _check_size(*im.size, max_pixels)
             im.load()
             return decode(im)

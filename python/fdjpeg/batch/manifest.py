@@ -26,9 +26,34 @@ MANIFEST_NAME = ".fdjpeg-manifest.jsonl"
 LOCK_NAME = ".fdjpeg-lock"  # held (flock) by the run writing into DST; left in place, as removing it races
 
 
-def settings_key(defense: str, params: Dict[str, Any], fmt: str) -> str:
+def settings_key(defense: str, params: Dict[str, Any], fmt: str, **more: Any) -> str:
+    """The settings an output was made with, as the manifest stores them (``more``: the shard size)."""
     chosen = {k: v for k, v in params.items() if k != "threads"}  # threads do not change pixels
-    return json.dumps({"defense": defense, "params": chosen, "format": fmt}, sort_keys=True, default=str)
+    more = {k: v for k, v in more.items() if v is not None}
+    return json.dumps({"defense": defense, "params": chosen, "format": fmt, **more}, sort_keys=True, default=str)
+
+
+class Records:
+    """Appends manifest lines: "writing" (with the bytes' hash) just before an output's rename,
+    "done" after it, so that a resumed run can tell its own finished outputs from anyone's. One
+    write() of an O_APPEND descriptor per line keeps the lines of several processes whole."""
+
+    def __init__(self, path: Optional[str], root: str, settings: str):
+        self.root, self.settings = root, settings
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666) if path else None
+
+    def record(self, out: str, src: str, size: int, state: str, sha256: Optional[str] = None) -> None:
+        if self.fd is None:
+            return
+        rec = {"out": os.path.relpath(out, self.root), "src": src, "bytes": size, "settings": self.settings, "state": state}
+        if sha256 is not None:
+            rec["sha256"] = sha256
+        os.write(self.fd, (json.dumps(rec) + "\n").encode())
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def load_manifest(path: str) -> Dict[str, dict]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import multiprocessing
 import os
 import signal
@@ -33,6 +32,7 @@ import numpy as np
 
 from .. import imagefiles
 from ..imagefiles import BadImage, Decoded
+from .manifest import Records
 from .planning import Task
 from .progress import Progress
 from .report import Outcome
@@ -100,15 +100,11 @@ class Chunks:
         self.job, self.abort = job, abort
         self.writers = ThreadPoolExecutor(job.write_threads, thread_name_prefix="fdjpeg-write")
         self.temps: set = set()
-        self.manifest_fd = (
-            os.open(job.manifest_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666) if job.manifest_path else None
-        )
+        self.records = Records(job.manifest_path, job.root, job.settings)
 
     def close(self) -> None:
         self.writers.shutdown(wait=True)
-        if self.manifest_fd is not None:
-            os.close(self.manifest_fd)
-            self.manifest_fd = None
+        self.records.close()
 
     def run(self, chunk: List[Tuple[str, str]]) -> List[Outcome]:
         """Outcomes of the chunk's ``(src, out)`` tasks; once ``abort`` is set, the images not yet
@@ -138,32 +134,21 @@ class Chunks:
         try:
             data, more = imagefiles.encode(pixels, alpha, job.fmt, job.jpeg_file, job.png_level)
             os.makedirs(os.path.dirname(out), exist_ok=True)
-            self._record(out, src, len(data), "writing", hashlib.sha256(data).hexdigest())
+            self.records.record(out, src, len(data), "writing", hashlib.sha256(data).hexdigest())
             imagefiles.atomic_write(out, data, self.temps)
         except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
             return Outcome(src, "failed", out, f"cannot write output: {type(exc).__name__}: {exc}")
-        self._record(out, src, len(data), "done")
+        self.records.record(out, src, len(data), "done")
         return Outcome(src, "written", out, notes=list(notes) + more, bytes=len(data))
-
-    def _record(self, out: str, src: str, size: int, state: str, sha256: Optional[str] = None) -> None:
-        """Append a manifest line: "writing" (with the bytes' hash) just before an output's rename,
-        "done" after it, so that a resumed run can tell its own finished outputs from anyone's. One
-        write() of an O_APPEND descriptor per line keeps the lines of several processes whole."""
-        if self.manifest_fd is None:
-            return
-        rec = {"out": os.path.relpath(out, self.job.root), "src": src, "bytes": size, "settings": self.job.settings, "state": state}
-        if sha256 is not None:
-            rec["sha256"] = sha256
-        os.write(self.manifest_fd, (json.dumps(rec) + "\n").encode())
 
 
 # ---- worker processes ---------------------------------------------------------------------------
 
-_worker: Optional[Chunks] = None  # the worker process's own Chunks
-_inherited: Optional[tuple] = None  # (job, abort) set just before the fork, read by the workers
+_worker = None  # the worker process's own handler (a Chunks, or a shard writer)
+_inherited: Optional[Callable] = None  # makes the handler from the abort event; set just before the fork
 
 
-def _worker_start(close_fds: Tuple[int, ...]) -> None:
+def _worker_start(close_fds: Tuple[int, ...], abort) -> None:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -173,12 +158,11 @@ def _worker_start(close_fds: Tuple[int, ...]) -> None:
             os.close(fd)
         except OSError:
             pass
-    job, abort = _inherited
-    _worker = Chunks(job, abort)
+    _worker = _inherited(abort)
 
 
-def _worker_chunk(chunk):
-    return _worker.run(chunk)
+def _worker_item(item):
+    return _worker.run(item)
 
 
 def _die_with_parent() -> None:
@@ -203,67 +187,76 @@ def can_fork(defend: Callable, takes_threads: bool) -> bool:
     )
 
 
+def file_chunks(todo: List[Task], batch_size: int) -> List[List[Tuple[str, str]]]:
+    return [[(t.src, t.out) for t in todo[i : i + batch_size]] for i in range(0, len(todo), batch_size)]
+
+
+def lost_chunk(chunk: List[Tuple[str, str]]) -> List[Outcome]:
+    """Outcomes of a chunk whose worker process died."""
+    return [Outcome(s, "failed", o, "the worker process defending it died (out of memory?); --resume to retry")
+            for s, o in chunk]
+
+
 class Runner:
-    """Chunks of ``batch_size`` tasks through ``workers`` forked processes, or through this process
-    when ``workers`` is 1."""
+    """Work items (chunks of images, or shards) through ``workers`` forked processes, or through
+    this process when ``workers`` is 1. ``make(abort)`` builds the handler of a process, whose
+    ``run(item)`` returns the item's outcomes; ``lost(item)`` names the outcomes of an item whose
+    worker died; ``weight(item)`` is what the item adds to the progress bar."""
 
-    def __init__(self, job: Job, workers: int, batch_size: int, stop: threading.Event, keep_fds: Tuple[int, ...] = ()):
-        self.job, self.workers, self.batch_size, self.stop = job, workers, batch_size, stop
-        self.keep_fds = keep_fds
+    def __init__(self, make: Callable, workers: int, stop: threading.Event, keep_fds: Tuple[int, ...] = (),
+                 lost: Callable = lost_chunk, weight: Callable = len):
+        self.make, self.workers, self.stop, self.keep_fds = make, workers, stop, keep_fds
+        self.lost, self.weight = lost, weight
 
-    def run(self, todo: List[Task], outcomes: List[Outcome], bar: Progress) -> None:
-        if not todo:
+    def run(self, items: list, outcomes: List[Outcome], bar: Progress) -> None:
+        if not items:
             return
-        chunks = [[(t.src, t.out) for t in todo[i : i + self.batch_size]] for i in range(0, len(todo), self.batch_size)]
-        if self.workers <= 1 or len(chunks) == 1:
-            self._run_here(chunks, outcomes, bar)
+        if self.workers <= 1 or len(items) == 1:
+            self._run_here(items, outcomes, bar)
         else:
-            self._run_forked(chunks, outcomes, bar)
+            self._run_forked(items, outcomes, bar)
 
-    def _run_here(self, chunks, outcomes, bar) -> None:
-        here = Chunks(self.job, self.stop)
+    def _run_here(self, items, outcomes, bar) -> None:
+        here = self.make(self.stop)
         try:
-            for chunk in chunks:
+            for item in items:
                 if self.stop.is_set():
                     raise KeyboardInterrupt
-                done = here.run(chunk)
-                outcomes.extend(done)
-                bar.update(len(done))
+                outcomes.extend(here.run(item))
+                bar.update(self.weight(item))
             if self.stop.is_set():
                 raise KeyboardInterrupt
         finally:
             here.close()
 
-    def _run_forked(self, chunks, outcomes, bar) -> None:
+    def _run_forked(self, items, outcomes, bar) -> None:
         global _inherited
         ctx = multiprocessing.get_context("fork")
         abort = ctx.Event()
-        _inherited = (self.job, abort)
-        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_start, initargs=(self.keep_fds,))
+        _inherited = self.make
+        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_start, initargs=(self.keep_fds, abort))
         in_flight: deque = deque()
-        pending: Iterable = iter(chunks)
+        pending: Iterable = iter(items)
 
         def collect(entry) -> None:
-            chunk, fut = entry
+            item, fut = entry
             try:
                 done = fut.result()
             except BrokenProcessPool:
-                done = [Outcome(s, "failed", o, "the worker process defending it died (out of memory?); --resume to retry")
-                        for s, o in chunk if not os.path.exists(o)]
+                done = self.lost(item)
             outcomes.extend(done)
-            bar.update(len(chunk))
+            bar.update(self.weight(item))
 
         try:
-            for chunk in pending:  # at most two chunks per worker in flight: memory stays bounded
-                in_flight.append((chunk, pool.submit(_worker_chunk, chunk)))
+            for item in pending:  # at most two items per worker in flight: memory stays bounded
+                in_flight.append((item, pool.submit(_worker_item, item)))
                 if len(in_flight) >= 2 * self.workers:
                     break
             while in_flight:
                 if self.stop.is_set():
                     raise KeyboardInterrupt
-                entry = in_flight[0]
                 try:
-                    entry[1].result(timeout=0.2)
+                    in_flight[0][1].result(timeout=0.2)
                 except TimeoutError:  # look at the stop flag again
                     continue
                 except Exception:  # noqa: BLE001 - collect() raises it, or reports a dead worker
@@ -271,10 +264,10 @@ class Runner:
                 collect(in_flight.popleft())
                 nxt = next(pending, None)
                 if nxt is not None and not self.stop.is_set():
-                    in_flight.append((nxt, pool.submit(_worker_chunk, nxt)))
+                    in_flight.append((nxt, pool.submit(_worker_item, nxt)))
         except BaseException:
-            abort.set()  # workers finish the image under way, whole, and return what they did
-            for chunk, fut in in_flight:
+            abort.set()  # workers finish what is under way whole (or drop it) and return what they did
+            for item, fut in in_flight:
                 if fut.cancel():
                     continue
                 try:

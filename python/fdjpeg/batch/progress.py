@@ -1,4 +1,4 @@
-"""The progress bar of a run: images done, images/s and ETA."""
+"""The progress bar of a run: images (or shards) done, their rate and ETA."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import time
 class Progress:
     """tqdm when installed, else one self-rewriting line on stderr (images/s and ETA)."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled = total, 0, enabled
+    def __init__(self, total: int, enabled: bool, unit: str = "images"):
+        self.total, self.done, self.enabled, self.unit = total, 0, enabled, unit
         self.start = self.last = time.perf_counter()
         self.bar = None
         if enabled:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit="img", dynamic_ncols=True, file=sys.stderr)
+                self.bar = tqdm(total=total, unit="img" if unit == "images" else unit.rstrip("s"), dynamic_ncols=True, file=sys.stderr)
             except ImportError:
                 pass
 
@@ -33,7 +33,7 @@ class Progress:
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            sys.stderr.write(f"\r{self.done}/{self.total} images  {rate:.1f} img/s  ETA {eta:.0f} s ")
+            sys.stderr.write(f"\r{self.done}/{self.total} {self.unit}  {rate:.1f} {'img' if self.unit == 'images' else self.unit}/s  ETA {eta:.0f} s ")
             sys.stderr.flush()
 
     def close(self) -> None:

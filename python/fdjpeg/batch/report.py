@@ -23,6 +23,7 @@ class Outcome:
     notes: List[str] = field(default_factory=list)
     bytes: int = 0
     renamed: bool = False  # the output name is not the plain rename (it clashed; see _mirror)
+    images: int = 0  # images defended into an output tar shard
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Summary:
     seconds: float
     report_path: Optional[str]
     interrupted: bool = False
+    shards: bool = False  # outputs are tar shards: "written" counts shards, "images" their images
 
     @property
     def exit_status(self) -> int:
@@ -39,12 +41,14 @@ class Summary:
 
     @property
     def images_per_second(self) -> float:
-        return self.counts.get("written", 0) / self.seconds if self.seconds > 0 else 0.0
+        done = self.counts.get("images" if self.shards else "written", 0)
+        return done / self.seconds if self.seconds > 0 else 0.0
 
     def text(self) -> str:
         c = self.counts
+        written = f"{c.get('written', 0)} shards written ({c.get('images', 0)} images)" if self.shards else f"{c.get('written', 0)} written"
         line = (
-            f"{c.get('written', 0)} written, {c.get('complete', 0)} already complete, "
+            f"{written}, {c.get('complete', 0)} already complete, "
             f"{c.get('failed', 0)} failed, {c.get('ignored', 0)} not images, {c.get('skipped', 0)} skipped links; "
             f"{c.get('converted', 0)} converted on the way; {self.seconds:.1f} s "
             f"({self.images_per_second:.1f} images/s)"
@@ -78,12 +82,15 @@ def shown_entry(o: "Outcome") -> dict:
 
 
 
-def summarize(outcomes: List[Outcome], seconds: float, report_path: Optional[str], interrupted: bool) -> Summary:
+def summarize(outcomes: List[Outcome], seconds: float, report_path: Optional[str], interrupted: bool,
+              shards: bool = False) -> Summary:
     counts = {s: 0 for s in ("written", "complete", "failed", "ignored", "skipped")}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     counts["converted"] = sum(1 for o in outcomes if o.notes and o.status == "written")
-    return Summary(counts, outcomes, seconds, report_path, interrupted)
+    if shards:
+        counts["images"] = sum(o.images for o in outcomes if o.status == "written")
+    return Summary(counts, outcomes, seconds, report_path, interrupted, shards)
 
 
 

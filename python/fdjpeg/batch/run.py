@@ -14,10 +14,11 @@ from PIL import Image
 from .. import imagefiles
 from ..defenses import build_defense, spec
 from .manifest import MANIFEST_NAME, existing_output, load_manifest, lock_dst, remove_stale_temps, settings_key
-from .pipeline import Job, Runner, can_fork
+from .pipeline import Chunks, Job, Runner, can_fork, file_chunks
 from .planning import Task, check_folder_can_be_made, check_report_path, plan
 from .progress import Progress
 from .report import REPORT_NAME, Outcome, Summary, summarize, write_report
+from .shards import ShardPlan, ShardWriter, lost_shard, plan_shards, shard_inputs
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -38,10 +39,12 @@ def defend_files(
     report: Optional[str] = None,
     png_level: int = 1,
     follow_links: bool = False,
+    shard_size: Optional[int] = None,
     progress: bool = True,
     stop: Optional[threading.Event] = None,
 ) -> Summary:
-    """Defend every image under ``src`` into ``dst`` (see the module doc). Returns the summary;
+    """Defend every image under ``src`` into ``dst`` (see the module doc); when ``src`` names tar
+    shards, write defended shards (:mod:`.shards`, ``shard_size`` samples each if given). Returns the summary;
     the report (JSON) goes to ``report`` or ``DST/fdjpeg-report.json``. KeyboardInterrupt (Ctrl-C),
     or ``stop`` being set (the command sets it from SIGINT / SIGTERM), stops the run with no partial
     output left behind; with ``stop`` the run ends at the next safe point and raises
@@ -51,13 +54,21 @@ def defend_files(
         fmt = "jpeg" if os.path.splitext(dst)[1].lower() in (".jpg", ".jpeg") else "png"
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    the_plan = plan(src, dst, fmt, follow_links)
+    if shard_size is not None and shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+    shard_src = shard_inputs(src) if os.path.exists(src) else None
+    if shard_src is not None:
+        the_plan = plan_shards(*shard_src, src, dst, shard_size)
+    elif shard_size is not None:
+        raise ValueError(f"--shard-size needs tar shards as SRC (a .tar file, a folder of them or a list); {src!r} is not")
+    else:
+        the_plan = plan(src, dst, fmt, follow_links)
     cores = threads or os.cpu_count() or 1
     defend = build_defense(defense, params, cores)
     jpeg_file = imagefiles.jpeg_spec_of(defend)
     if fmt == "jpeg" and jpeg_file is None:
         raise ValueError(f"defense {defense!r} has no quantization tables of its own to store in a JPEG; use --format png")
-    settings = settings_key(defense, params, fmt)
+    settings = settings_key(defense, params, fmt, shard_size=shard_size)
     if report:
         check_report_path(report, the_plan)
     report_path = report or (None if the_plan.single_file else os.path.join(the_plan.dst_root, REPORT_NAME))
@@ -98,15 +109,24 @@ def _run_locked(the_plan, job: Job, forked, cores: int, resume: bool, overwrite:
             outcomes.append(done)
 
     start = time.perf_counter()
-    bar = Progress(len(todo), progress)
     job.manifest_path = manifest_path
-    workers = min(cores, -(-len(todo) // batch_size)) if forked is not None else 1
+    shards = isinstance(the_plan, ShardPlan)
+    if shards:  # a worker writes a whole shard; the bar counts shards
+        wanted = {id(t) for t in todo}
+        items: list = [u for u in the_plan.units if id(u.task) in wanted]
+        runner_kw = dict(make=lambda abort: ShardWriter(job, abort, batch_size), lost=lost_shard, weight=lambda _: 1)
+        bar = Progress(len(items), progress, unit="shards")
+    else:
+        items = file_chunks(todo, batch_size)
+        runner_kw = dict(make=lambda abort: Chunks(job, abort))
+        bar = Progress(len(todo), progress)
+    workers = min(cores, len(items)) if forked is not None else 1
     if workers > 1:
         job.defend = forked
-    runner = Runner(job, workers, batch_size, stop or threading.Event(), lock_fds)
+    runner = Runner(workers=workers, stop=stop or threading.Event(), keep_fds=lock_fds, **runner_kw)
     interrupted = False
     try:
-        runner.run(todo, outcomes, bar)
+        runner.run(items, outcomes, bar)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -115,7 +135,7 @@ def _run_locked(the_plan, job: Job, forked, cores: int, resume: bool, overwrite:
         renamed = {t.src for t in the_plan.tasks if t.renamed}
         for o in outcomes:
             o.renamed = o.src in renamed
-        summary = summarize(outcomes, time.perf_counter() - start, report_path, interrupted)
+        summary = summarize(outcomes, time.perf_counter() - start, report_path, interrupted, shards)
         if report_path:
             write_report(report_path, summary, job.settings)
     return summary

@@ -16,12 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="defend every image under SRC and write the results under DST (same tree)",
         description=(
             "Defend every image under SRC (an image file, a folder walked recursively, or a .txt/.lst "
-            "list of paths) and write each result under DST at the same relative path. Inputs are never "
+            "list of paths) and write each result under DST at the same relative path. When SRC is "
+            "WebDataset-style tar shards (a .tar file, a folder of them, or a list), DST gets defended "
+            "shards: each sample's key and other members kept. Inputs are never "
             "written to; outputs appear whole or not at all. Bad files are reported and skipped; the exit "
             "status is 1 when any file failed."
         ),
     )
-    p.add_argument("src", metavar="SRC", help="image file, folder, or list file (one path a line)")
+    p.add_argument("src", metavar="SRC", help="image file, folder, or list file (one path a line); or .tar shards (a file, a folder, a list)")
     p.add_argument("dst", metavar="DST", help="output folder (or an output .png/.jpg path when SRC is one image)")
     p.add_argument("--defense", default="fd", help=f"defense name: {', '.join(defenses.transform_names())} (default: %(default)s)")
     p.add_argument(
@@ -66,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--follow-links", action="store_true",
         help="defend files that links in SRC point to outside it, and walk linked folders (default: skip and report them)",
     )
+    p.add_argument(
+        "--shard-size", type=_positive, default=None, metavar="N",
+        help="tar shards only: write shard-000000.tar, ... of N samples each (default: one output shard per input shard)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             args.src, args.dst, defense=args.defense, params=params, fmt=args.format, resume=args.resume,
             overwrite=args.overwrite, threads=args.threads, io_threads=args.io_threads,
             batch_size=args.batch_size, max_pixels=args.max_pixels, report=args.report,
-            png_level=args.png_level, follow_links=args.follow_links, progress=not args.quiet, stop=stop,
+            png_level=args.png_level, follow_links=args.follow_links, shard_size=args.shard_size,
+            progress=not args.quiet, stop=stop,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fdjpeg defend: {batch.shown(str(exc))}", file=sys.stderr)
