@@ -208,3 +208,51 @@ def test_bad_input_is_refused(fashion_classifier):
         attacks.pgd(model, x, y, 0.1, steps=0)
     with pytest.raises(ValueError, match="unknown attack"):
         attacks.get("boundary")
+
+
+# -- APGD (torchattacks' implementation, with fdjpeg's BPDA and EOT) -------------------------------
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_is_torchattacks_apgd_and_leaves_the_global_rng_alone(fashion_classifier, loss):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = fashion_classifier
+    x, y = x[:32], y[:32]
+    state = torch.random.get_rng_state()
+    adv = attacks.get(f"apgd-{loss}")(model, x, y, 0.05, steps=10, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    ref = torchattacks.APGD(model, norm="Linf", eps=0.05, steps=10, n_restarts=1, seed=3, loss=loss)(x, y)
+    assert torch.equal(adv, ref)
+    assert (adv - x).abs().max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr"])
+def test_apgd_is_at_least_as_strong_as_pgd(fashion_classifier, name):
+    from fdjpeg.eval.report import wilson_interval
+
+    model, x, y = fashion_classifier
+    pgd_acc = accuracy(model, attacks.pgd(model, x, y, 0.05, steps=10, generator=torch.Generator().manual_seed(0)), y)
+    apgd_acc = accuracy(model, attacks.get(name)(model, x, y, 0.05, steps=10), y)
+    assert apgd_acc <= wilson_interval(round(pgd_acc * len(y)), len(y))[1]
+    assert apgd_acc < 0.7 * accuracy(model, x, y)
+
+
+def test_apgd_averages_each_gradient_over_eot_draws_of_a_random_defense(fashion_classifier):
+    pytest.importorskip("torchattacks")
+    model, x, y = fashion_classifier
+    defend = RandomQualityJPEG()
+    adv = attacks.apgd_ce(attacks.Defended(model, defend), x[:16], y[:16], 0.1, steps=4, eot_samples=3)
+    # one pass to find the images already wrong, then 3 draws for the first gradient and for each step
+    assert defend.calls == 1 + 3 * (4 + 1)
+    assert accuracy(model, defend(adv), y[:16]) < accuracy(model, defend(x[:16]), y[:16])
+
+
+def test_apgd_refuses_bad_settings(fashion_classifier):
+    model, x, y = fashion_classifier
+    with pytest.raises(ValueError, match="loss"):
+        attacks.apgd(model, x, y, 0.1, loss="hinge")
+    with pytest.raises(ValueError, match="restarts"):
+        attacks.apgd(model, x, y, 0.1, restarts=0)
+    binary = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2))
+    with pytest.raises(ValueError, match="3 classes"):
+        attacks.apgd_dlr(binary, x, y.clamp(max=1), 0.1)

@@ -265,3 +265,18 @@ def test_every_accuracy_in_the_files_has_its_interval(results, tmp_path):
     clean = next(r for r in results.records if (r["defense"], r["attack"]) == ("none", "clean"))
     assert f"| none | {100 * clean['accuracy']:.1f} [{100 * clean['ci_low']:.0f}, {100 * clean['ci_high']:.0f}] |" in md
     assert "95% Wilson intervals" in md
+
+
+def test_apgd_cells_are_torchattacks_apgd_through_the_defense(task):
+    pytest.importorskip("torchattacks")
+    res = evaluate([task], ["fd"], ["apgd-ce:steps=4", "apgd-dlr:steps=4"], epsilons=[0.1], n_images=8,
+                   batch_size=8, progress=False)
+    model, x, y = task.model, task.images[:8], task.labels[:8]
+    fd = fdjpeg.defenses.build("fd")
+    for loss in ("ce", "dlr"):
+        label = f"apgd-{loss}:steps=4"
+        adv = attacks.apgd(attacks.Defended(model, fd), x, y, 0.1, loss=loss, steps=4)
+        assert res.accuracy(task.name, "fd", label, 0.1, "adaptive") == predict_accuracy(model, fd(adv), y)
+        gray = attacks.apgd(model, x, y, 0.1, loss=loss, steps=4)
+        assert res.accuracy(task.name, "fd", label, 0.1, "gray-box") == predict_accuracy(model, fd(gray), y)
+    assert attack_config("apgd").name == "apgd-ce" and attack_config("apgd-dlr").budgeted

@@ -1,5 +1,6 @@
 """Adversarial attacks on torch classifiers, batched: FGSM, BIM/PGD (L-inf), DeepFool, Carlini-Wagner L2,
-and the adaptive wrappers BPDA (through any defense) and EOT (for random defenses).
+APGD-CE and APGD-DLR (L-inf, through torchattacks), and the adaptive wrappers BPDA (through any
+defense) and EOT (for random defenses).
 
 Conventions: ``model`` maps float ``N x C x H x W`` images in [0, 1] to logits; ``x`` is such a batch and
 ``y`` the labels (int64, ``N``). Every attack returns adversarial images of the same shape, clamped to
@@ -142,6 +143,64 @@ def pgd(
     return adv.detach()
 
 
+TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks==3.5.1"
+APGD_LOSSES = ("ce", "dlr")
+
+
+def apgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    loss: str = "ce",
+    steps: int = 100,
+    restarts: int = 1,
+    rho: float = 0.75,
+    seed: int = 0,
+    eot_samples: int = 1,
+) -> torch.Tensor:
+    """Auto-PGD in the L-inf ball (Croce & Hein 2020, AutoAttack's gradient attacks), untargeted, on
+    the cross-entropy (``loss="ce"``, APGD-CE) or the difference-of-logits ratio (``"dlr"``, APGD-DLR).
+
+    Runs torchattacks' port of AutoAttack's APGD (``torchattacks.APGD``): a step size that halves where
+    progress stalls (checkpoints at 22% of ``steps``, then shorter, ``rho`` the success ratio below
+    which it halves), momentum 0.75, a random start per restart seeded by ``seed``; per image the best
+    adversarial image found, the clean image where none was. The model's own forward pass is what it
+    differentiates, so on :class:`Defended` it is the BPDA attack, and ``eot_samples`` is torchattacks'
+    ``eot_iter`` (each gradient averaged over that many passes). The global torch RNG is left as it was.
+    """
+    eps = _budget(eps)
+    _check_batch(x, y)
+    if loss not in APGD_LOSSES:
+        raise ValueError(f"APGD loss must be one of {APGD_LOSSES}, got {loss!r}")
+    steps, restarts = _positive(steps, "steps"), _positive(restarts, "restarts")
+    eot_samples = _positive(eot_samples, "eot_samples")
+    if eps == 0 or len(x) == 0:
+        return x.detach().clone()
+    if loss == "dlr" and _num_classes(model, x[:1]) < 3:
+        raise ValueError("APGD-DLR needs at least 3 classes (its ratio uses the third-highest logit)")
+    try:
+        import torchattacks
+    except ImportError as exc:
+        raise ImportError(f"APGD runs torchattacks' implementation: {TORCHATTACKS_INSTALL}") from exc
+    attack = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=restarts, seed=int(seed),
+                               loss=loss, eot_iter=eot_samples, rho=float(rho))
+    with torch.random.fork_rng(devices=[]):  # torchattacks seeds the global generator
+        adv = attack(x.detach(), y)
+    return adv.detach().clamp(0, 1)
+
+
+def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> torch.Tensor:
+    """APGD on the cross-entropy: :func:`apgd` with ``loss="ce"``."""
+    return apgd(model, x, y, eps, loss="ce", **kwargs)
+
+
+def apgd_dlr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> torch.Tensor:
+    """APGD on the difference-of-logits ratio (scale-invariant): :func:`apgd` with ``loss="dlr"``."""
+    return apgd(model, x, y, eps, loss="dlr", **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------
 # Minimal-perturbation L2 attacks
 
@@ -281,8 +340,10 @@ def carlini_wagner_l2(
 
 #: Attacks by name; those in :data:`BUDGETED` take an L-inf budget ``eps``, the others find their own
 #: (minimal) L2 perturbation.
-ATTACKS: Dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "deepfool": deepfool, "cw": carlini_wagner_l2}
-BUDGETED = frozenset({"fgsm", "pgd"})
+ATTACKS: Dict[str, Attack] = {
+    "fgsm": fgsm, "pgd": pgd, "apgd-ce": apgd_ce, "apgd-dlr": apgd_dlr, "deepfool": deepfool, "cw": carlini_wagner_l2,
+}
+BUDGETED = frozenset({"fgsm", "pgd", "apgd-ce", "apgd-dlr"})
 
 
 def get(name: str) -> Attack:
@@ -320,5 +381,5 @@ def _positive(value: int, name: str) -> int:
 
 
 __all__ = [
-    "ATTACKS", "BUDGETED", "Defended", "carlini_wagner_l2", "deepfool", "fgsm", "get", "pgd", "straight_through",
+    "ATTACKS", "BUDGETED", "Defended", "apgd", "apgd_ce", "apgd_dlr", "carlini_wagner_l2", "deepfool", "fgsm", "get", "pgd", "straight_through",
 ]

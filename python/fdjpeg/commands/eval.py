@@ -21,14 +21,15 @@ DEFAULT_DEFENSES = ["none", "jpeg:quality=75", "jpeg:quality=50", "fd", "fd:pass
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate defenses against FGSM/PGD/DeepFool/CW on real classifiers (gray-box and adaptive)",
+        help="evaluate defenses against FGSM/PGD/APGD/DeepFool/CW on real classifiers (gray-box and adaptive)",
         description="Clean and adversarial accuracy of each model with each defense, per attack, budget and "
         "threat model, and the cost of each defense. Writes results.md, results.csv, results.json, "
         "accuracy_vs_epsilon.png and examples.png into --out.",
     )
     p.add_argument("--models", nargs="+", help="classifiers (fdjpeg.models.CLASSIFIERS); default: fashion-cnn efficientnet-lite0")
     p.add_argument("--defenses", nargs="+", help=f"defense configurations, e.g. jpeg:quality=50 fd:passes=2 fd:table=derived (default: {' '.join(DEFAULT_DEFENSES)})")
-    p.add_argument("--attacks", nargs="+", help="attacks, e.g. fgsm pgd:steps=10 bim deepfool cw:steps=50 (default: fgsm pgd); "
+    p.add_argument("--attacks", nargs="+", help="attacks, e.g. fgsm pgd:steps=10 bim apgd-ce apgd-dlr:steps=20 deepfool cw:steps=50 (default: fgsm pgd; "
+                   "APGD runs torchattacks' implementation, 100 steps unless steps=N); "
                    "DeepFool and CW run once, on the first --minimal-n images")
     p.add_argument("--epsilons", nargs="+", type=_budget, help="L-inf budgets for every model (8/255 is accepted); default: 2/255 4/255 8/255 for ImageNet, 0.1 0.2 0.3 for (Fashion-)MNIST")
     p.add_argument("--data", metavar="KIND:PATH",

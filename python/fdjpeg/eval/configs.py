@@ -118,7 +118,8 @@ class AttackConfig:
 
     @property
     def budgeted(self) -> bool:
-        """True for L-inf attacks run at each epsilon; False for minimal-L2 attacks (DeepFool, CW)."""
+        """True for L-inf attacks run at each epsilon (FGSM, PGD, APGD); False for minimal-L2 attacks
+        (DeepFool, CW)."""
         return self.name in _attacks.BUDGETED
 
     def run(self, model, x, y, eps: Optional[float], *, eot_samples: int = 1, generator=None):
@@ -137,7 +138,7 @@ def attack_config(item: Union[str, AttackConfig]) -> AttackConfig:
     name, params = parse_config(item)
     if name == "bim":  # BIM is PGD without the random start
         name, params = "pgd", {"random_start": False, **params}
-    name = {"cw-l2": "cw", "carlini-wagner": "cw"}.get(name, name)
+    name = {"cw-l2": "cw", "carlini-wagner": "cw", "apgd": "apgd-ce"}.get(name, name)
     _attacks.get(name)
     if "eps" in params:
         raise ValueError(f"{item!r}: give budgets with epsilons=..., not inside the attack")

@@ -10,7 +10,7 @@ Threat models:
   :func:`fdjpeg.attacks.straight_through`); for random defenses each gradient is averaged over
   ``eot_samples`` draws (EOT). Without a defense the two are the same attack and share their numbers.
 
-Budgeted attacks (FGSM, PGD) run at every epsilon on all images; minimal-perturbation attacks
+Budgeted attacks (FGSM, PGD, APGD-CE, APGD-DLR) run at every epsilon on all images; minimal-perturbation attacks
 (DeepFool, CW) run once, on the first ``minimal_n`` images, and report the L2 norm they needed.
 A random defense is evaluated with one draw per image.
 """
@@ -58,7 +58,8 @@ def evaluate(
             images) or ready :class:`Task` objects.
         defenses: configurations (``"jpeg:quality=50"``, ``"fd:table=derived"``), callables, or
             ``(label, callable)`` pairs. ``"none"`` (no defense) is added first if missing.
-        attacks: ``"fgsm"``, ``"pgd:steps=10"``, ``"bim"``, ``"deepfool"``, ``"cw:steps=50"`` ...
+        attacks: ``"fgsm"``, ``"pgd:steps=10"``, ``"bim"``, ``"apgd-ce"``, ``"apgd-dlr:steps=20"``,
+            ``"deepfool"``, ``"cw:steps=50"`` ...
         epsilons: L-inf budgets for all models, or ``{model name: budgets}``; default: each task's own.
         threat_models: any of ``"gray-box"``, ``"adaptive"``.
         n_images: images per model (tasks given as objects are cut to this many).
