@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._pipeline import as_nchw_batch, nchw_to_nhwc, nhwc_to_nchw
+
 WIDTHS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
     "rgb": ((3, 16, 32, 64, 128, 256, 128, 64, 32, 12), (12, 32, 64, 128, 256, 128, 64, 32, 16, 3)),
     "grey": ((1, 32, 64, 128, 256, 128, 64, 64, 32, 4), (4, 32, 64, 64, 128, 256, 128, 64, 32, 1)),
@@ -271,8 +273,8 @@ def _defend_numpy(x: np.ndarray, model: ComDefend, batch_size: int) -> np.ndarra
     nhwc = nhwc[None] if nhwc.ndim == 3 else nhwc
     if nhwc.ndim != 4:
         raise ValueError(f"numpy images must be HW, HWC or NHWC, got shape {x.shape}")
-    t = torch.from_numpy(np.array(nhwc, copy=True)).permute(0, 3, 1, 2)  # a copy: input may be read-only
-    out = _defend_torch(t.to(_model_device(model)), model, batch_size).cpu().permute(0, 2, 3, 1).numpy()
+    t = nhwc_to_nchw(torch.from_numpy(np.array(nhwc, copy=True)))  # a copy: input may be read-only
+    out = nchw_to_nhwc(_defend_torch(t.to(_model_device(model)), model, batch_size).cpu()).numpy()
     return np.ascontiguousarray(out.reshape(x.shape))
 
 
@@ -290,7 +292,7 @@ def _defend_torch(x: torch.Tensor, model: ComDefend, batch_size: int) -> torch.T
             f"the ComDefend model is on {_model_device(model)} and the images on {x.device}: move the model "
             "once with model.to(device), or use fdjpeg.defenses.build('comdefend'), which keeps a copy per device"
         )
-    nchw = x.reshape(1, 1, *x.shape) if x.ndim == 2 else (x[None] if x.ndim == 3 else x)
+    nchw = as_nchw_batch(x)
     if x.is_floating_point() and not x.requires_grad:
         lo, hi = float(nchw.min()), float(nchw.max())
         if not (0.0 <= lo and hi <= 1.0):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from .._pipeline import nhwc_to_nchw
 
 ENSEMBLE_QUALITIES = (20, 40, 60, 80)
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
@@ -128,7 +129,7 @@ def as_nchw(x: Any) -> torch.Tensor:
         arr = arr[None] if arr.ndim == 3 else arr
         if arr.ndim != 4:
             raise ValueError(f"numpy images must be NHWC, HWC or N x H x W grey, got shape {x.shape}")
-        t = torch.from_numpy(np.array(arr, copy=True)).permute(0, 3, 1, 2)  # a copy: input may be read-only
+        t = nhwc_to_nchw(torch.from_numpy(np.array(arr, copy=True)))  # a copy: input may be read-only
     elif isinstance(x, torch.Tensor):
         t = x[None] if x.ndim == 3 else x
         if t.ndim != 4:

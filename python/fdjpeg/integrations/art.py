@@ -30,6 +30,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .. import defenses as _defenses
+from .._pipeline import nchw_to_nhwc, nhwc_to_nchw
 
 try:
     from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
@@ -120,11 +121,11 @@ class _Wrapped:
             _check_range(float(x.detach().min()), float(x.detach().max()), self.clip_values)
         shape = x.shape
         if x.ndim == 4:
-            nchw = x if self.channels_first else x.permute(0, 3, 1, 2)
+            nchw = x if self.channels_first else nhwc_to_nchw(x)
         elif self.channels_first:  # N C F H W
             nchw = x.transpose(1, 2).reshape(-1, shape[1], *shape[3:])
         else:  # N F H W C
-            nchw = x.reshape(-1, *shape[2:]).permute(0, 3, 1, 2)
+            nchw = nhwc_to_nchw(x.reshape(-1, *shape[2:]))
         nchw = nchw.contiguous()
         if self.scale != 1:
             nchw = nchw / self.scale
@@ -132,10 +133,10 @@ class _Wrapped:
         if self.scale != 1:
             out = out * self.scale
         if x.ndim == 4:
-            return out if self.channels_first else out.permute(0, 2, 3, 1).contiguous()
+            return out if self.channels_first else nchw_to_nhwc(out).contiguous()
         if self.channels_first:
             return out.reshape(shape[0], shape[2], shape[1], *shape[3:]).transpose(1, 2).contiguous()
-        return out.permute(0, 2, 3, 1).reshape(shape).contiguous()
+        return nchw_to_nhwc(out).reshape(shape).contiguous()
 
     def gradient(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
         """``grad`` (d loss / d defended x) pulled back to d loss / d x."""
