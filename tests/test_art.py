@@ -67,8 +67,9 @@ def test_video_frames_are_defended_as_images(rgb):
 
 def test_every_image_defense_runs(fashion_classifier, rgb):
     _, x, _ = fashion_classifier
-    for name in defenses.names():
-        if name == "ensemble-fashion":
+    # quilting is left out: its first use builds a 1M-patch faiss database (minutes), tested in test_quilting
+    for name in defenses.transform_names():
+        if name == "quilting":
             continue
         images = x[:4].numpy() if name == "comdefend-grey" else np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
         art_defense = ArtDefense(name, channels_first=True)

@@ -1,5 +1,6 @@
 """The defense contract: declared parameters, typed text, one registry whatever was imported."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +15,13 @@ from fdjpeg.defenses import Defense, Param
 from fdjpeg.transforms import Defend
 
 CHEAP = ["none", "fd", "jpeg", "slq", "webp-flip"]  # built in milliseconds, no weights or data
+# Defenses whose declarations read their choices from torch modules (the test extra has no torch).
+NEEDS_TORCH = {"fd-derived", "comdefend", "comdefend-grey", "ensemble-fashion"}
+NO_TORCH = importlib.util.find_spec("torch") is None
+
+
+def _torch_marks(name: str) -> list:
+    return [pytest.mark.skipif(NO_TORCH and name in NEEDS_TORCH, reason=f"{name} needs torch")]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +116,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("name, params, error", BAD)
+@pytest.mark.parametrize("name, params, error", [pytest.param(*case, marks=_torch_marks(case[0])) for case in BAD])
 def test_bad_parameters_name_the_parameter_the_value_and_what_is_expected(name, params, error):
     (key, value), = params.items()
     with pytest.raises(error) as exc:
@@ -150,7 +158,7 @@ def test_checking_comdefend_loads_no_weights(monkeypatch):
 # The contract and the declarations
 
 
-@pytest.mark.parametrize("name", defenses.names())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_torch_marks(n)) for n in defenses.names()])
 def test_every_default_passes_its_own_declaration_and_reads_back_from_text(name):
     spec = defenses.spec(name)
     assert spec.check({}) == spec.defaults
