@@ -32,9 +32,9 @@ struct ImageJob : BlockGeometry {
   // (after colour conversion, downsampling, IDCT and upsampling), as in a real JPEG round trip.
   bool integer_samples = false;
 
-  // Component planes. A plane holds `plane_rows` rows and row r lives at r % plane_rows: the whole
-  // plane when stripes run in parallel, a ring of three stripes when one thread runs them in order
-  // (phase B of stripe s reads chroma rows of stripes s-1 .. s+1), which keeps them in cache.
+  // Component planes. A plane holds `plane_rows` rows and row r lives at r % plane_rows: a ring of
+  // three stripes, as each thread runs its stripes in order (phase B of stripe s reads chroma rows
+  // of stripes s-1 .. s+1), which bounds the memory and keeps the rows in cache.
   float* plane[3] = {nullptr, nullptr, nullptr};
   int64_t plane_stride[3] = {0, 0, 0};
   int64_t plane_rows[3] = {1, 1, 1};

@@ -167,7 +167,7 @@ class BatchRunner {
           run_image_sequential(job, workspaces_[worker]);
         });
       } else {
-        for (int64_t n = 0; n < N && error.ok(); ++n) error = run_image_parallel(src, n, threads);
+        for (int64_t n = 0; n < N && error.ok(); ++n) error = run_image_bands(src, n, threads);
       }
       if (out_of_range_) return fail(Status::input_range, range_message(in_, proto_.components));
       if (!error.ok()) return error;
@@ -176,7 +176,7 @@ class BatchRunner {
   }
 
  private:
-  // `ring_stripes`: how many stripes of rows the planes hold (all of them, or a ring of three).
+  // `ring_stripes`: how many stripes of rows the planes hold (a ring: row r lives at r modulo).
   ImageJob make_job(const BatchView& src, int64_t n, Workspace& ws, int64_t ring_stripes) {
     ImageJob job = proto_;
     const size_t elem = src.dtype == DType::u8 ? 1 : (src.dtype == DType::f32 ? 4 : 8);
@@ -222,17 +222,48 @@ class BatchRunner {
     if (!ok) out_of_range_ = true;
   }
 
-  // Several threads, one image: all stripes through phase A, then all through phase B.
-  Result run_image_parallel(const BatchView& src, int64_t n, int threads) {
-    const ImageJob job = make_job(src, n, workspaces_[0], stripes_);
+  // Several threads, one image: each thread runs a band of consecutive stripes as
+  // run_image_sequential does, in its own ring of three stripes, so the planes take a few stripes
+  // per thread whatever the image size. Where upsampling reads the chroma rows of the stripes on
+  // either side (4:2:0), those of the stripes at each band boundary are made first, before any
+  // thread writes a pixel (the output may be the input), and each band copies them into its ring.
+  Result run_image_bands(const BatchView& src, int64_t n, int threads) {
+    const int64_t bands = std::min<int64_t>(threads, stripes_);
+    auto band_start = [&](int64_t b) { return stripes_ * b / bands; };
+    const bool halo = proto_.components == 3 && proto_.v_factor == 2 && proto_.fancy_upsampling;
+    std::vector<Workspace> edges(halo ? bands - 1 : 0);  // stripes e-1 and e of boundary e
+    std::vector<ImageJob> edge_jobs;
+    for (auto& edge : edges) edge_jobs.push_back(make_job(src, n, edge, 2));
     for (auto& ws : workspaces_) ensure_scratch(ws);
-    Result error = parallel_for(stripes_, threads, [&](int64_t s, int worker) {
-      if (!kernels_.phase_a(job, s, workspaces_[worker].scratch.data())) out_of_range_ = true;
+    Result error = parallel_for(2 * static_cast<int64_t>(edges.size()), threads, [&](int64_t i, int worker) {
+      const int64_t e = band_start(i / 2 + 1) - 1 + i % 2;
+      if (!kernels_.phase_a(edge_jobs[i / 2], e, workspaces_[worker].scratch.data())) out_of_range_ = true;
     });
     if (!error.ok()) return error;
-    return parallel_for(stripes_, threads, [&](int64_t s, int worker) {
-      kernels_.phase_b(job, s, workspaces_[worker].scratch.data());
+    return parallel_for(bands, threads, [&](int64_t b, int worker) {
+      Workspace& ws = workspaces_[worker];
+      const ImageJob job = make_job(src, n, ws, 3);
+      const int64_t s0 = band_start(b), s1 = band_start(b + 1);
+      float* scratch = ws.scratch.data();
+      if (halo && b > 0) copy_chroma_stripe(edge_jobs[b - 1], job, s0 - 1);
+      bool ok = kernels_.phase_a(job, s0, scratch);
+      for (int64_t s = s0 + 1; s < s1; ++s) {
+        ok &= kernels_.phase_a(job, s, scratch);
+        kernels_.phase_b(job, s - 1, scratch);
+      }
+      if (halo && b + 1 < bands) copy_chroma_stripe(edge_jobs[b], job, s1);
+      kernels_.phase_b(job, s1 - 1, scratch);
+      if (!ok) out_of_range_ = true;
     });
+  }
+
+  // The chroma rows of stripe `s` from the planes of `from` to those of `to`.
+  void copy_chroma_stripe(const ImageJob& from, const ImageJob& to, int64_t s) const {
+    const int64_t rows = proto_.mcu_height / proto_.v_factor;
+    for (int c = 1; c < 3; ++c)
+      for (int64_t row = s * rows; row < (s + 1) * rows; ++row)
+        std::copy_n(from.plane[c] + (row % from.plane_rows[c]) * from.plane_stride[c], from.plane_stride[c],
+                    to.plane[c] + (row % to.plane_rows[c]) * to.plane_stride[c]);
   }
 
   const BatchView& in_;

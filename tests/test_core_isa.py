@@ -121,3 +121,90 @@ def test_cpu_support_caps_the_request():
         assert done.returncode == 0, done.stderr
         if want is not None:
             assert done.stdout.strip() == want
+
+
+# ------------------------------------------------------------------------------------------------
+# One image on several threads: each thread holds a ring of stripes over its band of rows
+
+
+def test_bands_of_threads_match_one_thread_in_place_too():
+    from fdjpeg import datasets
+    from fdjpeg.defenses import slq
+
+    img = datasets.sample_photos()["hubble_deep_field"][:861, :999]  # 54 stripes of 4:2:0 MCUs, odd edges
+    for threads in (2, 3, 5):
+        np.testing.assert_array_equal(
+            fdjpeg_call(img, threads, "jpeg420"), fdjpeg_call(img, 1, "jpeg420"), err_msg=str(threads)
+        )
+        np.testing.assert_array_equal(slq.slq(img, subsampling="420", seed=1, threads=threads), slq.slq(img, subsampling="420", seed=1, threads=1))
+    # In place, several passes: each pass reads what the previous one wrote, band boundaries included.
+    q = np.concatenate([np.full(64, 20.0), np.full(128, 40.0)]).astype(np.float32)[None]
+    one = img[None].copy()
+    _core.quantize(one, one, q, q, 1, 2, True, 3, None, 1)
+    for threads in (2, 4):
+        many = img[None].copy()
+        _core.quantize(many, many, q, q, 1, 2, True, 3, None, threads)
+        np.testing.assert_array_equal(many, one, err_msg=str(threads))
+
+
+def fdjpeg_call(img, threads, kind):
+    import fdjpeg
+
+    return fdjpeg.jpeg(img, 75, subsampling="420", threads=threads) if kind == "jpeg420" else fdjpeg.feature_distill(img, threads=threads)
+
+
+_PEAK = textwrap.dedent(
+    """
+    import ctypes, json, sys
+    import numpy as np
+    from fdjpeg import _core, tables
+
+    def status(key):  # kB
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+    h, w, threads, sub = (int(v) for v in sys.argv[1:5])
+    fd = np.tile(tables.feature_distillation().astype(np.float32).ravel(), 3)[None]
+    band = (np.arange(125 * w * 3, dtype=np.uint32) * 2654435761 >> 24).astype(np.uint8).reshape(125, w, 3)
+    x = np.empty((1, h, w, 3), np.uint8)
+    for y in range(0, h, 125):
+        x[0, y : y + 125] = band[: h - y]
+    out = np.ones_like(x)  # touched: its pages count before the call
+    del band
+    try:  # freed heap back to the system, so that the call's buffers show as new pages
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # peak RSS := RSS now
+    except OSError:
+        print(json.dumps(None))
+        sys.exit()
+    before = status("VmRSS")
+    _core.quantize(x, out, fd, fd, 1 if sub else 0, sub, bool(sub), 1, None, threads)
+    print(json.dumps((status("VmHWM") - before) * 1024))
+    """
+)
+
+
+def _extra_bytes(h, w, threads, sub):
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(h), str(w), str(threads), str(sub)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    extra = json.loads(done.stdout.strip().splitlines()[-1])
+    if extra is None:
+        pytest.skip("peak RSS cannot be reset here (/proc/self/clear_refs)")
+    return extra
+
+
+@pytest.mark.parametrize("sub", [2, 0])  # 4:2:0 (band boundaries made first) and 4:4:4
+def test_memory_of_one_large_image_is_a_few_stripes_per_thread(sub):
+    """A 12 MP image on 2 threads used to take whole-image float planes (137 MiB beyond its output)."""
+    mib = 1 << 20
+    big = _extra_bytes(3000, 4000, 2, sub)
+    assert big < 16 * mib, big / mib
+    # Independent of the image's height: the same width, a quarter of the rows.
+    small = _extra_bytes(750, 4000, 2, sub)
+    assert big - small < 2 * mib, (big / mib, small / mib)
