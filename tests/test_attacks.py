@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fdjpeg
+from eval_requirements import needs
 from fdjpeg import attacks
 
 
@@ -213,9 +214,11 @@ def test_bad_input_is_refused(fashion_classifier):
 # -- APGD (torchattacks' implementation, with fdjpeg's BPDA and EOT) -------------------------------
 
 
+@needs("torchattacks")
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_apgd_is_torchattacks_apgd_and_leaves_the_global_rng_alone(fashion_classifier, loss):
-    torchattacks = pytest.importorskip("torchattacks")
+    import torchattacks
+
     model, x, y = fashion_classifier
     x, y = x[:32], y[:32]
     state = torch.random.get_rng_state()
@@ -226,6 +229,7 @@ def test_apgd_is_torchattacks_apgd_and_leaves_the_global_rng_alone(fashion_class
     assert (adv - x).abs().max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
 
 
+@needs("torchattacks")
 @pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr"])
 def test_apgd_is_at_least_as_strong_as_pgd(fashion_classifier, name):
     from fdjpeg.eval.report import wilson_interval
@@ -237,8 +241,8 @@ def test_apgd_is_at_least_as_strong_as_pgd(fashion_classifier, name):
     assert apgd_acc < 0.7 * accuracy(model, x, y)
 
 
+@needs("torchattacks")
 def test_apgd_averages_each_gradient_over_eot_draws_of_a_random_defense(fashion_classifier):
-    pytest.importorskip("torchattacks")
     model, x, y = fashion_classifier
     defend = RandomQualityJPEG()
     adv = attacks.apgd_ce(attacks.Defended(model, defend), x[:16], y[:16], 0.1, steps=4, eot_samples=3)

@@ -10,23 +10,31 @@ checked as they are (real predictions, real norms): finding smaller adversarial 
 reference is no error, finding larger ones is the regression that would overstate a defense.
 """
 
+import importlib
+
 import numpy as np
 import pytest
+from eval_requirements import needs
 
 torch = pytest.importorskip("torch")
-torchattacks = pytest.importorskip("torchattacks")
 
 import fdjpeg
 from fdjpeg import attacks
 from fdjpeg.eval.report import wilson_interval
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+# CI (FDJPEG_REQUIRE_EVAL=1) fails rather than skips without the references
+pytestmark = [pytest.mark.usefixtures("torch_one_thread"), needs("torchattacks", "art")]
 
 FGSM_EPS = 0.1
 PGD_EPS, PGD_STEPS = 0.05, 10  # budgets where accuracy is mid-range, where a weaker attack shows most
 RADIUS = 0.75  # L2 radius for DeepFool / CW (Fashion-MNIST: about their median perturbation)
 MINIMAL_N = 32  # the references' DeepFool (per image) and ART's CW (numpy line search) are slow
 CW = dict(c=1.0, steps=50, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def torchattacks():
+    return importlib.import_module("torchattacks")
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +87,25 @@ def ours_linf(name, module, x, y, **kw):
 # -- torchattacks -----------------------------------------------------------------------------------
 
 
-def torchattacks_linf(name, module, x, y):
+def torchattacks_linf(torchattacks, name, module, x, y):
     if name == "fgsm":
         return torchattacks.FGSM(module, eps=FGSM_EPS)(x, y)
     return torchattacks.PGD(module, eps=PGD_EPS, alpha=2.5 * PGD_EPS / PGD_STEPS, steps=PGD_STEPS, random_start=True)(x, y)
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd"])
-def test_linf_attacks_agree_with_torchattacks(setup, target, name):
+def test_linf_attacks_agree_with_torchattacks(torchattacks, setup, target, name):
     model, x, y = setup
     label, module, defense = target
     ours = correct(model, defense, ours_linf(name, module, x, y), y)
-    ref = correct(model, defense, torchattacks_linf(name, module, x, y), y)
+    ref = correct(model, defense, torchattacks_linf(torchattacks, name, module, x, y), y)
     assert_agree(ours, ref, len(y), f"{name} / {label}")
     if name == "fgsm":  # one deterministic step: the same images
         assert ours == ref
 
 
 @pytest.mark.parametrize("name", ["deepfool", "cw"])
-def test_minimal_attacks_not_weaker_than_torchattacks(setup, target, name):
+def test_minimal_attacks_not_weaker_than_torchattacks(torchattacks, setup, target, name):
     model, x, y = setup
     x, y = x[:MINIMAL_N], y[:MINIMAL_N]
     label, module, defense = target
@@ -113,10 +121,10 @@ def test_minimal_attacks_not_weaker_than_torchattacks(setup, target, name):
     assert_not_weaker(ours, ref, len(y), f"{name} / {label}")
 
 
-def test_a_wrong_step_size_lands_outside_the_bound(setup):
+def test_a_wrong_step_size_lands_outside_the_bound(torchattacks, setup):
     """The bound has teeth: PGD with a tenth of its step (a plausible slip) is caught."""
     model, x, y = setup
-    ref = correct(model, None, torchattacks_linf("pgd", model, x, y), y)
+    ref = correct(model, None, torchattacks_linf(torchattacks, "pgd", model, x, y), y)
     broken = correct(model, None, ours_linf("pgd", model, x, y, step_size=0.1 * 2.5 * PGD_EPS / PGD_STEPS), y)
     with pytest.raises(AssertionError, match="fdjpeg"):
         assert_agree(broken, ref, len(y), "pgd with a tenth of the step")
@@ -129,7 +137,6 @@ def test_a_wrong_step_size_lands_outside_the_bound(setup):
 def art_classifier(setup, target):
     """ART's PyTorchClassifier of the model; the defense as an ART preprocessing defence (ART's own
     chain, with fdjpeg's BPDA gradient rule from :mod:`fdjpeg.integrations.art`)."""
-    pytest.importorskip("art")
     from art.estimators.classification import PyTorchClassifier
     from fdjpeg.integrations.art import ArtDefense
 
@@ -170,7 +177,6 @@ def test_deepfool_not_weaker_than_art(setup, target, art_classifier):
 
 
 def test_cw_not_weaker_than_art(setup):
-    pytest.importorskip("art")
     from art.attacks.evasion import CarliniL2Method
     from art.estimators.classification import PyTorchClassifier
 

@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fdjpeg
+from eval_requirements import needs
 from fdjpeg import attacks, tables
 from fdjpeg.eval import Task, evaluate
 from fdjpeg.eval.configs import attack_config, defense_config, parse_config, parse_value
@@ -267,8 +268,8 @@ def test_every_accuracy_in_the_files_has_its_interval(results, tmp_path):
     assert "95% Wilson intervals" in md
 
 
+@needs("torchattacks")
 def test_apgd_cells_are_torchattacks_apgd_through_the_defense(task):
-    pytest.importorskip("torchattacks")
     res = evaluate([task], ["fd"], ["apgd-ce:steps=4", "apgd-dlr:steps=4"], epsilons=[0.1], n_images=8,
                    batch_size=8, progress=False)
     model, x, y = task.model, task.images[:8], task.labels[:8]

@@ -8,17 +8,17 @@ import shutil
 
 import numpy as np
 import pytest
+from eval_requirements import needs
 
 from fdjpeg import datasets
+
+pytestmark = needs("foolbox")
 
 
 @pytest.fixture(scope="module")
 def foolbox_files():
     """foolbox's labelled ImageNet JPEGs: ``{file name: class index}`` (the index is in the name)."""
-    try:
-        folder = os.path.join(datasets.package_dir("foolbox", datasets.FOOLBOX_INSTALL), "data")
-    except ModuleNotFoundError as exc:
-        pytest.skip(str(exc))
+    folder = os.path.join(datasets.package_dir("foolbox", datasets.FOOLBOX_INSTALL), "data")
     names = sorted(n for n in os.listdir(folder) if n.startswith("imagenet_") and n.endswith(".jpg"))
     return folder, {n: int(n[:-4].split("_")[2]) for n in names}
 
