@@ -54,6 +54,40 @@ constexpr float kMaxSample = 255.f;     // samples are held as 0..255 (floats ar
 constexpr float kRoundMagic = 12582912.f;
 
 // ---------------------------------------------------------------------------------------------
+// Scalar operations rounded to nearest, whatever the compiler may contract: on the device they are
+// the intrinsics nvcc never fuses into multiply-adds (so the kernel is exact with or without
+// --fmad=false); on the host the plain operators of a core built with -ffp-contract=off.
+
+FDJPEG_BLOCK_INLINE float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+FDJPEG_BLOCK_INLINE float sub_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+FDJPEG_BLOCK_INLINE float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+FDJPEG_BLOCK_INLINE float div_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // Values of V from floats
 
 template <class V>
@@ -103,7 +137,7 @@ FDJPEG_BLOCK_INLINE V as_sample(V v, bool integer) {
 // A stored sample -> 0..255.
 template <class T>
 FDJPEG_BLOCK_INLINE float load_sample(const T* p) {
-  return static_cast<float>(*p) * kMaxSample;
+  return mul_rn(static_cast<float>(*p), kMaxSample);
 }
 template <>
 FDJPEG_BLOCK_INLINE float load_sample<unsigned char>(const unsigned char* p) {
@@ -113,11 +147,11 @@ FDJPEG_BLOCK_INLINE float load_sample<unsigned char>(const unsigned char* p) {
 // 0..255 (already clamped and, for 8 bits, whole) -> a stored sample.
 template <class T>
 FDJPEG_BLOCK_INLINE void store_sample(T* p, float v) {
-  *p = static_cast<T>(v * (1.f / kMaxSample));
+  *p = static_cast<T>(mul_rn(v, 1.f / kMaxSample));
 }
 template <>
 FDJPEG_BLOCK_INLINE void store_sample<unsigned char>(unsigned char* p, float v) {
-  *p = static_cast<unsigned char>(v + 0.5f);
+  *p = static_cast<unsigned char>(add_rn(v, 0.5f));
 }
 
 // ---------------------------------------------------------------------------------------------

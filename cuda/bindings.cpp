@@ -50,7 +50,8 @@ void quantize(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string& 
               const std::vector<int64_t>& out_strides, const FloatTables& quant,
               const FloatTables& dequant, const py::object& color, const py::object& subsampling,
               bool level_shift, const py::object& passes,
-              const std::optional<IndexMap>& block_tables, int device, std::uintptr_t stream) {
+              const std::optional<IndexMap>& block_tables, int device, std::uintptr_t stream,
+              std::uintptr_t workspace, size_t workspace_bytes) {
   const fdjpeg::DType code = dtype_code(dtype);
   const fdjpeg::BatchView in = device_batch(in_ptr, code, shape, in_strides, "input");
   const fdjpeg::BatchView out = device_batch(out_ptr, code, shape, out_strides, "output");
@@ -59,15 +60,55 @@ void quantize(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string& 
   fdjpeg::Result r;
   {
     py::gil_scoped_release release;
-    r = fdjpeg::cuda::quantize_on_device(in, out, h.spec, device, stream);
+    r = fdjpeg::cuda::quantize_on_device(in, out, h.spec, device, stream,
+                                         reinterpret_cast<void*>(workspace), workspace_bytes);
   }
   fdjpeg::python::raise_for(r);
+}
+
+// A dense N x H x W x C view at a placeholder address: what the size queries need of a call.
+fdjpeg::BatchView shape_only(fdjpeg::DType code, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> strides(4, 1);
+  if (shape.size() == 4)
+    for (int d = 2; d >= 0; --d) strides[d] = strides[d + 1] * shape[d + 1];
+  return device_batch(4096, code, shape, strides, "input");
+}
+
+size_t workspace_size(const std::string& dtype, const std::vector<int64_t>& shape,
+                      const FloatTables& quant, const FloatTables& dequant, const py::object& color,
+                      const py::object& subsampling, bool level_shift, const py::object& passes,
+                      const std::optional<IndexMap>& block_tables) {
+  const fdjpeg::BatchView in = shape_only(dtype_code(dtype), shape);
+  fdjpeg::BatchView out = in;
+  out.data = reinterpret_cast<void*>(uintptr_t{1} << 40);  // apart from `in`
+  const HostSpec h = host_spec(quant, dequant, color, subsampling, level_shift, passes,
+                               block_tables, shape[0]);
+  size_t bytes = 0;
+  fdjpeg::python::raise_for(fdjpeg::cuda::workspace_size(in, out, h.spec, &bytes));
+  return bytes;
+}
+
+int occupancy(const std::string& dtype, const std::vector<int64_t>& shape, const py::object& color,
+              const py::object& subsampling, int device) {
+  const fdjpeg::DType code = dtype_code(dtype);
+  fdjpeg::QuantSpec spec;
+  spec.color = fdjpeg::python::color_arg(color);
+  spec.subsampling = fdjpeg::python::subsampling_arg(subsampling);
+  int ctas = 0;
+  fdjpeg::Result r;
+  {
+    py::gil_scoped_release release;
+    r = fdjpeg::cuda::occupancy(code, shape_only(code, shape), spec, device, &ctas);
+  }
+  fdjpeg::python::raise_for(r);
+  return ctas;
 }
 
 void emulate(const py::array& in, py::array& out, const FloatTables& quant,
              const FloatTables& dequant, const py::object& color, const py::object& subsampling,
              bool level_shift, const py::object& passes,
-             const std::optional<IndexMap>& block_tables) {
+             const std::optional<IndexMap>& block_tables, std::optional<uint64_t> seed,
+             int drop_barrier) {
   const fdjpeg::BatchView src = fdjpeg::python::batch_view(in, "input");
   const fdjpeg::BatchView dst = fdjpeg::python::batch_view(out, "output");
   if (!out.writeable()) throw py::value_error("output array is read-only");
@@ -76,7 +117,11 @@ void emulate(const py::array& in, py::array& out, const FloatTables& quant,
   fdjpeg::Result r;
   {
     py::gil_scoped_release release;
-    r = fdjpeg::cuda::emulate_on_host(src, dst, h.spec);
+    fdjpeg::cuda::EmulationOrder order;
+    order.shuffle = seed.has_value();
+    order.seed = seed.value_or(0);
+    order.drop_barrier = drop_barrier;
+    r = fdjpeg::cuda::emulate_on_host(src, dst, h.spec, order);
   }
   fdjpeg::python::raise_for(r);
 }
@@ -94,13 +139,25 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("shape"), py::arg("input_strides"), py::arg("output_strides"), py::arg("quant"),
         py::arg("dequant"), py::arg("color"), py::arg("subsampling"), py::arg("level_shift"),
         py::arg("passes"), py::arg("block_tables") = py::none(), py::arg("device") = 0,
-        py::arg("stream") = 0,
+        py::arg("stream") = 0, py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
         "Enqueue the pipeline on `stream` of `device`: device pointers, N x H x W x C shape and "
-        "element strides; host tables (K x 192) and block map. Does not wait for the GPU.");
-  m.def("emulate", &emulate, py::arg("input"), py::arg("output"), py::arg("quant"),
+        "element strides; host tables (K x 192) and block map; a device workspace of "
+        "workspace_size() bytes. Does not wait for the GPU.");
+  m.def("workspace_size", &workspace_size, py::arg("dtype"), py::arg("shape"), py::arg("quant"),
         py::arg("dequant"), py::arg("color"), py::arg("subsampling"), py::arg("level_shift"),
         py::arg("passes"), py::arg("block_tables") = py::none(),
-        "Run the kernel's tile code on the CPU over numpy N x H x W x C arrays (for tests).");
+        "Bytes of device workspace quantize() needs for this call (often 0).");
+  m.def("occupancy", &occupancy, py::arg("dtype"), py::arg("shape"), py::arg("color"),
+        py::arg("subsampling"), py::arg("device") = 0,
+        "CTAs of the kernel for such a call that fit on one multiprocessor of `device`.");
+  m.def("emulate", &emulate, py::arg("input"), py::arg("output"), py::arg("quant"),
+        py::arg("dequant"), py::arg("color"), py::arg("subsampling"), py::arg("level_shift"),
+        py::arg("passes"), py::arg("block_tables") = py::none(), py::arg("seed") = py::none(),
+        py::arg("drop_barrier") = -1,
+        "Run the kernel's tile code on the CPU over numpy N x H x W x C arrays (for tests): "
+        "256 emulated threads per tile, shared memory NaN at the start of each; with `seed`, "
+        "tiles, threads, warps and lanes in a shuffled order; drop_barrier leaves out a barrier "
+        "(0, 1, 2) to show that the comparison catches it.");
   m.def("device_problem", &fdjpeg::cuda::device_problem,
         "Why no GPU can be used ('' when one can).");
 }

@@ -1,43 +1,48 @@
 // The block-quantization pipeline as one fused CUDA kernel.
 //
-// A CTA owns a tile of MCUs of one image. It reads the tile's pixels once, converts colour and
-// subsamples chroma into float planes in shared memory, runs DCT -> quantize -> dequantize -> IDCT
-// on every 8x8 block there (three separable 1-D passes, rows padded against bank conflicts), then
-// upsamples chroma, converts colour back, clamps, rounds and writes each pixel once.
+// A CTA owns a tile of 128 luma columns and kTileH rows of one image. It reads the tile's pixels
+// once, converts colour and subsamples chroma into float planes in shared memory, runs
+// DCT -> quantize -> dequantize -> IDCT on every 8x8 block there (three separable 1-D stages),
+// then upsamples chroma, converts colour back, clamps, rounds and writes each pixel once.
 //
-// libjpeg's "fancy" chroma upsampling reads one chroma sample beyond the tile on every side. Each
-// CTA therefore also transforms a ring of one MCU of chroma around its tile (chroma only: luma needs
-// no neighbours). That costs some recomputation but keeps the kernel single-pass with no global
-// intermediate: a two-kernel design would write and re-read the chroma planes as floats (2 extra
-// bytes per pixel each way for 4:2:0, more than the 6 bytes/pixel a uint8 image moves in all),
-// while the ring's pixel reads are those the neighbouring CTAs read at about the same time, so
-// they mostly hit L2. With 4:2:0 tiles of up to 128 x 64 pixels, the ring nearly doubles the
-// chroma blocks (about 30% more transform work in all) and reads ~1.9x the pixels, mostly from L2.
-// Without subsampling there is no ring at all.
+// The kernel is a template on the sample type and on the kind of image (grey, planes without
+// colour, YCbCr 4:4:4 / 4:2:2 / 4:2:0), so the tile's shape is a compile-time constant: index
+// arithmetic is shifts and constant divisions, and each thread takes 4 neighbouring pixels of a
+// row (one 4-byte load per uint8 channel where the layout allows), a warp one row of the tile.
 //
-// The arithmetic is the CPU core's own: the functions of csrc/block_math.hpp (sample conversion,
-// colour, chroma resampling, AAN transforms, quantization and rounding), instantiated here with
-// float, the tables scaled by csrc/spec.cpp (aan_table_set) and the block geometry computed by
-// block_geometry() there, compiled without FMA contraction (--fmad=false), so both back ends
-// give the same numbers.
+// libjpeg's "fancy" chroma upsampling reads one chroma sample beyond the tile on each subsampled
+// side. Each CTA therefore also transforms a ring of one block of chroma around its tile in the
+// subsampled directions only (4:2:2: left and right), computing no luma for the ring. A
+// two-kernel design would write and re-read the chroma planes as floats (more bytes per pixel than
+// a uint8 image moves in all); the ring's pixels are those the neighbouring CTAs read at about the
+// same time, so they mostly hit L2. With 4:2:0 the ring makes 1.9x the chroma blocks (about 30%
+// more transform work). Without subsampling there is no ring.
 //
-// The per-tile code is __host__ __device__: emulate_on_host() runs it on the CPU, tile after tile,
-// so that its logic is tested where no GPU is present.
+// The arithmetic is the CPU core's own: the functions of csrc/block_math.hpp, instantiated with
+// `Rn`, a float whose operations are __fadd_rn / __fmul_rn / ... (never contracted into
+// multiply-adds, whatever --fmad says), the tables scaled by csrc/spec.cpp (aan_table_set) and the
+// block geometry of block_geometry() there, so both back ends give the same numbers.
+//
+// The per-tile code is __host__ __device__ and written as phases separated by named barriers
+// (Sched below): emulate_on_host() runs it on the CPU with 256 emulated threads in a shuffled
+// order within each phase, so that a missing barrier or a wrong index shows up without a GPU.
 #include "fdjpeg_cuda.hpp"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <set>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 #include <vector>
-
-#ifdef __CUDA_ARCH__
-#define FDJPEG_BARRIER() __syncthreads()
-#else
-#define FDJPEG_BARRIER() ((void)0)
-#endif
 
 // bench/cuda_budget.py builds with FDJPEG_BUDGET to count instructions per output pixel: on the
 // device a marker (NANOSLEEP k, found in the SASS) heads the body of each phase's hot loop; on the
@@ -66,30 +71,72 @@ namespace {
 #define FDJPEG_HD FDJPEG_BLOCK_INLINE
 
 using block::as_sample;
-using block::load_sample;
-using block::store_sample;
 
-constexpr int kThreads = 256;      // threads per CTA
-constexpr int kMaxTileWidth = 128;  // luma pixels
-constexpr int kMaxTileHeight = 64;
-constexpr int kSetFloats = 3 * 192;  // one table set: 3 components x (divisor, 1/divisor, dequant)
+constexpr int kThreads = 256;  // threads per CTA
+constexpr int kWarps = kThreads / 32;
+constexpr int kTileW = 128;  // luma columns of a tile: 32 lanes x 4 pixels
+constexpr int kLumaStride = kTileW + 4;  // floats; see Kind::kChromaStride
+// One table set: per component and row u of a block, 8 scale factors (the divisor for v = 0, 4,
+// else its reciprocal) and 8 dequantization factors, padded to 20 floats so that the 8 rows' records
+// read by 8 lanes as float4 fall in distinct banks.
+constexpr int kRecord = 20;
+constexpr int kSetFloats = 3 * 8 * kRecord;
+
+// The kernel's float: every operation rounded to nearest (csrc/block_math.hpp's *_rn).
+struct Rn {
+  float v;
+  FDJPEG_HD static Rn all(float c) { return {c}; }
+  FDJPEG_HD static Rn load(const float* p) { return {*p}; }
+  FDJPEG_HD Rn clamp(float lo, float hi) const { return {v < lo ? lo : (v > hi ? hi : v)}; }
+};
+FDJPEG_HD Rn operator+(Rn a, Rn b) { return {block::add_rn(a.v, b.v)}; }
+FDJPEG_HD Rn operator-(Rn a, Rn b) { return {block::sub_rn(a.v, b.v)}; }
+FDJPEG_HD Rn operator*(Rn a, Rn b) { return {block::mul_rn(a.v, b.v)}; }
+FDJPEG_HD Rn operator/(Rn a, Rn b) { return {block::div_rn(a.v, b.v)}; }
+
+// The shape of a tile for one kind of image. COMPS planes go through the DCT; HF x VF luma pixels
+// share one chroma sample.
+template <int COMPS, bool YCC, int HF, int VF>
+struct Kind {
+  static constexpr int kComps = COMPS;
+  static constexpr bool kYcc = YCC;
+  static constexpr int kHf = HF, kVf = VF;
+  static constexpr bool kSub = HF * VF > 1;
+  static constexpr int kTileH = kSub ? 64 : 32;  // luma rows
+  static constexpr int kRingX = HF == 2 ? 8 : 0, kRingY = VF == 2 ? 8 : 0;  // chroma samples
+  // The chroma region: the tile's chroma and the ring (chroma coordinates).
+  static constexpr int kChromaCols = kTileW / HF + 2 * kRingX;
+  static constexpr int kChromaRows = kTileH / VF + 2 * kRingY;
+  // Row strides of 4 (mod 8) floats: float4 rows at 16-byte alignment, and the 8 rows of a block
+  // read as float4 by 8 lanes (the row stage) fall in 8 distinct groups of 4 banks.
+  static constexpr int kChromaStride = kChromaCols + 4;
+  static constexpr int kLumaBlocks = (kTileH / 8) * (kTileW / 8);
+  static constexpr int kChromaBlockCols = kChromaCols / 8;
+  static constexpr int kChromaBlocks = kChromaBlockCols * (kChromaRows / 8);  // per plane
+  static constexpr int kBlocks = kLumaBlocks + (COMPS == 3 ? 2 * kChromaBlocks : 0);
+  static constexpr int kChromaFloats = COMPS == 3 ? kChromaRows * kChromaStride : 0;
+  static constexpr size_t kSmemBytes =
+      sizeof(float) * (static_cast<size_t>(kTileH) * kLumaStride + 2 * kChromaFloats + kSetFloats);
+  static_assert(kLumaStride % 8 == 4 && (!kSub || kChromaStride % 8 == 4), "bank-conflict padding");
+  static_assert((kBlocks * 8) % 32 == 0, "whole warps take part in every __syncwarp");
+};
+
+using Grey = Kind<1, false, 1, 1>;
+using Planes = Kind<3, false, 1, 1>;
+using Ycc444 = Kind<3, true, 1, 1>;
+using Ycc422 = Kind<3, true, 2, 1>;
+using Ycc420 = Kind<3, true, 2, 2>;
 
 struct Geometry {
   // Within an image, coordinates and element offsets are 32-bit (checked on the host): fewer
   // registers and instructions than 64-bit address arithmetic.
   int height = 0, width = 0, channels = 0;
-  int components = 1;  // planes through the DCT: 1 (grey) or 3
-  bool ycbcr = false;
-  int hf = 1, vf = 1;  // chroma subsampling factors
   int padded_height = 0, padded_width = 0;
   int chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
+  int chroma_block_rows = 0, chroma_block_cols = 0;  // the padded chroma plane in blocks
   bool fancy_upsampling = true;  // false: replicate chroma (BlockGeometry::fancy_upsampling)
   float shift = 0.f;
-  bool integer_samples = false;  // 8-bit images: whole-number samples between stages, as libjpeg
-  int ring = 0;  // chroma samples transformed around a tile on each side (0 or 8)
-  int tile_height = 0, tile_width = 0;  // luma pixels, whole MCUs
   int tiles_x = 0, tiles_per_image = 0;
-  int luma_stride = 0, chroma_stride = 0, chroma_rows = 0;  // shared-memory planes
 };
 
 struct KernelArgs {
@@ -98,10 +145,11 @@ struct KernelArgs {
   int64_t in_image_stride = 0, out_image_stride = 0;  // elements
   int in_stride[3] = {0, 0, 0};  // elements: row, column, channel
   int out_stride[3] = {0, 0, 0};
+  // Whether 4 pixels of a row may move as one aligned vector (column stride 1, every row and
+  // channel start a multiple of 4 elements, the buffer aligned to 4 elements).
+  bool in_vector = false, out_vector = false;
   Geometry g;
-  // Table set 0 (used without block_map): per component, 64 divisors, 64 reciprocal divisors,
-  // 64 dequantization factors, AAN-scaled and in the transform's order (index v * 8 + u).
-  float tables[kSetFloats];
+  float tables[kSetFloats];  // table set 0 (used without block_map), as kRecord describes
   const float* sets = nullptr;  // K table sets laid out as `tables`, with block_map
   const uint8_t* block_map = nullptr;  // N x block_rows x block_cols, one set per luma block
   int64_t block_rows = 0, block_cols = 0;
@@ -111,351 +159,604 @@ struct KernelArgs {
 // The tile a CTA owns, and where its planes live in shared memory.
 struct Tile {
   int64_t image = 0;
-  int y0 = 0, x0 = 0;       // luma origin (padded coordinates)
-  int h = 0, w = 0;         // luma extent
-  int cy0 = 0, cx0 = 0;     // chroma region origin, ring included (chroma coordinates)
-  int ch = 0, cw = 0;       // chroma region extent
-  float* plane[3] = {nullptr, nullptr, nullptr};
-  int stride[3] = {0, 0, 0};
-  float* tables = nullptr;  // table set 0 (kSetFloats)
-
-  // Selects instead of indexing, so that the arrays stay in registers on the GPU.
-  FDJPEG_HD float* plane_of(int comp) const {
-    return comp == 0 ? plane[0] : (comp == 1 ? plane[1] : plane[2]);
-  }
-  FDJPEG_HD int stride_of(int comp) const { return comp == 0 ? stride[0] : stride[1]; }
+  int y0 = 0, x0 = 0;    // luma origin
+  int h = 0, w = 0;      // luma extent (whole MCUs of the padded image)
+  int cy0 = 0, cx0 = 0;  // chroma region origin, ring included (chroma coordinates, may be < 0)
+  float* luma = nullptr;
+  float* chroma[2] = {nullptr, nullptr};
+  float* tables = nullptr;
 };
 
 FDJPEG_HD int imin(int a, int b) { return b < a ? b : a; }
 FDJPEG_HD int imax(int a, int b) { return a < b ? b : a; }
 
 // ---------------------------------------------------------------------------------------------
-// The tile.
+// Vectors of 4 values: global memory (4 samples of a row) and shared memory (float4).
 
-FDJPEG_HD Tile make_tile(const KernelArgs& a, int64_t index, float* smem) {
-  const Geometry& g = a.g;
-  Tile t;
-  t.image = index / g.tiles_per_image;
-  const int within = static_cast<int>(index % g.tiles_per_image);
-  t.y0 = (within / g.tiles_x) * g.tile_height;
-  t.x0 = (within % g.tiles_x) * g.tile_width;
-  t.h = static_cast<int>(imin(g.tile_height, g.padded_height - t.y0));
-  t.w = static_cast<int>(imin(g.tile_width, g.padded_width - t.x0));
-  t.plane[0] = smem;
-  t.stride[0] = g.luma_stride;
-  float* next = smem + g.tile_height * g.luma_stride;
-  if (g.components == 3) {
-    t.cy0 = imax(0, t.y0 / g.vf - g.ring);
-    t.cx0 = imax(0, t.x0 / g.hf - g.ring);
-    t.ch = static_cast<int>(imin((t.y0 + t.h) / g.vf + g.ring, g.padded_height / g.vf) - t.cy0);
-    t.cw = static_cast<int>(imin((t.x0 + t.w) / g.hf + g.ring, g.padded_width / g.hf) - t.cx0);
-    for (int c = 1; c < 3; ++c) {
-      t.plane[c] = next;
-      t.stride[c] = g.chroma_stride;
-      next += g.chroma_rows * g.chroma_stride;
-    }
-  } else {  // grey: the "region" loop below walks the tile's pixels
-    t.cy0 = t.y0;
-    t.cx0 = t.x0;
-    t.ch = t.h;
-    t.cw = t.w;
-  }
-  t.tables = next;
-  return t;
-}
-
-// Phase 1: read the pixels, convert colour, average chroma. Items are the chroma samples of the
-// region (the pixels, without subsampling), each covering HF x VF pixels; luma is kept only inside
-// the tile. Each thread first fetches the pixels of several items (4 pixels, 12 samples) and only
-// then converts them, so that more loads are in flight at once (more would cost registers, and
-// with them CTAs per SM: 80 registers x 256 threads leave room for 3).
-template <int HF, int VF>
-struct Cells {
-  static constexpr int kPixels = HF * VF;
-  static constexpr int kPerThread = 4 / kPixels;  // items fetched together: 4 pixels
+template <class T>
+struct alignas(4 * sizeof(T)) Quad {
+  T v[4];
 };
 
-template <class T, int HF, int VF>
-FDJPEG_HD void fetch_cell(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
-                          int item, float (*px)[3]) {
-  const Geometry& g = a.g;
-  const int ry = item / t.cw, rx = item % t.cw;
-#pragma unroll
-  for (int dy = 0; dy < VF; ++dy)
-#pragma unroll
-    for (int dx = 0; dx < HF; ++dx) {
-      const int y = imin((t.cy0 + ry) * VF + dy, g.height - 1);
-      const int x = imin((t.cx0 + rx) * HF + dx, g.width - 1);
-      const T* p = src + y * ss[0] + x * ss[1];
-      float* v = px[dy * HF + dx];
-      v[0] = load_sample(p);
-      if (g.components == 3) {
-        v[1] = load_sample(p + ss[2]);
-        v[2] = load_sample(p + 2 * ss[2]);
-      }
-    }
-}
-
-template <int HF, int VF>
-FDJPEG_HD void convert_cell(const KernelArgs& a, const Tile& t, int item, const float (*px)[3]) {
-  const Geometry& g = a.g;
-  const int ry = item / t.cw, rx = item % t.cw;
-  if (g.components == 1) {
-    t.plane[0][ry * t.stride[0] + rx] = px[0][0];
-    return;
-  }
-  float cb[Cells<HF, VF>::kPixels], cr[Cells<HF, VF>::kPixels];
-#pragma unroll
-  for (int k = 0; k < Cells<HF, VF>::kPixels; ++k) {
-    const float r0 = px[k][0], g0 = px[k][1], b0 = px[k][2];
-    float luma = r0;
-    cb[k] = g0;
-    cr[k] = b0;
-    if (g.ycbcr) block::rgb_to_ycbcr(r0, g0, b0, g.integer_samples, luma, cb[k], cr[k]);
-    const int ly = (t.cy0 + ry) * VF + k / HF - t.y0, lx = (t.cx0 + rx) * HF + k % HF - t.x0;
-    if (ly >= 0 && ly < t.h && lx >= 0 && lx < t.w) t.plane[0][ly * t.stride[0] + lx] = luma;
-  }
-  float c1 = cb[0], c2 = cr[0];
-  // The cell's average, rows a and b (4:2:2 passes its one row twice, as the CPU core).
-  if (VF == 2) {
-    c1 = as_sample(block::downsample_cell(cb[0], cb[1], cb[HF * VF - 2], cb[HF * VF - 1]), g.integer_samples);
-    c2 = as_sample(block::downsample_cell(cr[0], cr[1], cr[HF * VF - 2], cr[HF * VF - 1]), g.integer_samples);
-  } else if (HF == 2) {
-    c1 = as_sample(block::downsample_cell(cb[0], cb[HF - 1], cb[0], cb[HF - 1]), g.integer_samples);
-    c2 = as_sample(block::downsample_cell(cr[0], cr[HF - 1], cr[0], cr[HF - 1]), g.integer_samples);
-  }
-  t.plane[1][ry * t.stride[1] + rx] = c1;
-  t.plane[2][ry * t.stride[2] + rx] = c2;
-}
-
-template <class T, int HF, int VF>
-FDJPEG_HD void load_region(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
-                           int tid, int threads) {
-  constexpr int kPer = Cells<HF, VF>::kPerThread, kPixels = Cells<HF, VF>::kPixels;
-  const int cells = t.ch * t.cw;
-  for (int base = tid; base < cells; base += kPer * threads) {
-    FDJPEG_BUDGET_MARK(1);
-    float px[kPer][kPixels][3];
-#pragma unroll
-    for (int k = 0; k < kPer; ++k)
-      if (base + k * threads < cells) fetch_cell<T, HF, VF>(a, t, src, ss, base + k * threads, px[k]);
-#pragma unroll
-    for (int k = 0; k < kPer; ++k)
-      if (base + k * threads < cells) convert_cell<HF, VF>(a, t, base + k * threads, px[k]);
-  }
+template <class T>
+FDJPEG_HD Quad<T> load_quad(const T* p) {
+#ifdef __CUDA_ARCH__
+  return *reinterpret_cast<const Quad<T>*>(p);
+#else
+  Quad<T> q;
+  std::memcpy(q.v, p, sizeof q.v);
+  return q;
+#endif
 }
 
 template <class T>
-FDJPEG_HD void load_tile(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
-                         int tid, int threads) {
-  if (a.g.vf == 2)
-    load_region<T, 2, 2>(a, t, src, ss, tid, threads);
-  else if (a.g.hf == 2)
-    load_region<T, 2, 1>(a, t, src, ss, tid, threads);
-  else
-    load_region<T, 1, 1>(a, t, src, ss, tid, threads);
+FDJPEG_HD void store_quad(T* p, const Quad<T>& q) {
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<Quad<T>*>(p) = q;
+#else
+  std::memcpy(p, q.v, sizeof q.v);
+#endif
+}
+
+FDJPEG_HD void ld4(const float* p, Rn* v) {
+  const Quad<float> q = load_quad(p);
+  for (int k = 0; k < 4; ++k) v[k].v = q.v[k];
+}
+FDJPEG_HD void st4(float* p, const Rn* v) {
+  Quad<float> q;
+  for (int k = 0; k < 4; ++k) q.v[k] = v[k].v;
+  store_quad(p, q);
+}
+
+// The NC channels of 4 pixels of a row from column x (may lie partly outside the image: columns
+// are clamped to [0, width), as the CPU core pads), as samples 0..255.
+template <class T, int NC>
+FDJPEG_HD void fetch4(const T* row, int x, int width, const int* ss, bool vector, Rn (*v)[4]) {
+  if (vector && x >= 0 && x + 3 < width) {
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const Quad<T> q = load_quad(row + x + c * ss[2]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[c][k].v = block::load_sample(&q.v[k]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const T* p = row + imin(imax(x + k, 0), width - 1) * ss[1];
+#pragma unroll
+    for (int c = 0; c < NC; ++c) v[c][k].v = block::load_sample(p + c * ss[2]);
+  }
+}
+
+// Writes the NC channels of the pixels x..x+3 of a row that lie inside the image (x < width).
+template <class T, int NC>
+FDJPEG_HD void put4(T* row, int x, int width, const int* os, bool vector, const Rn (*v)[4]) {
+  if (vector && x + 3 < width) {
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      Quad<T> q;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) block::store_sample(&q.v[k], v[c][k].v);
+      store_quad(row + x + c * os[2], q);
+    }
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    if (x + k < width)
+#pragma unroll
+      for (int c = 0; c < NC; ++c) block::store_sample(row + (x + k) * os[1] + c * os[2], v[c][k].v);
+}
+
+// The alpha channel (channel 3) of pixels x..x+3, copied as it is.
+template <class T>
+FDJPEG_HD void copy_alpha(const T* src, const int* ss, bool in_vector, T* dst, const int* os,
+                          bool out_vector, int x, int width) {
+  if (in_vector && out_vector && x + 3 < width) {
+    store_quad(dst + x + 3 * os[2], load_quad(src + x + 3 * ss[2]));
+    return;
+  }
+  for (int k = 0; k < 4; ++k)
+    if (x + k < width) dst[(x + k) * os[1] + 3 * os[2]] = src[(x + k) * ss[1] + 3 * ss[2]];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tile
+
+template <class K>
+FDJPEG_HD Tile make_tile(const KernelArgs& a, int index, float* smem) {
+  const Geometry& g = a.g;
+  Tile t;
+  const int image = index / g.tiles_per_image;  // launches have fewer than 2^31 tiles
+  t.image = image;
+  const int within = index - image * g.tiles_per_image;
+  const int ty = within / g.tiles_x;
+  t.y0 = ty * K::kTileH;
+  t.x0 = (within - ty * g.tiles_x) * kTileW;
+  t.h = imin(K::kTileH, g.padded_height - t.y0);
+  t.w = imin(kTileW, g.padded_width - t.x0);
+  t.cy0 = t.y0 / K::kVf - K::kRingY;
+  t.cx0 = t.x0 / K::kHf - K::kRingX;
+  t.luma = smem;
+  t.chroma[0] = smem + K::kTileH * kLumaStride;
+  t.chroma[1] = t.chroma[0] + K::kChromaFloats;
+  t.tables = t.chroma[1] + K::kChromaFloats;
+  return t;
+}
+
+template <class T>
+constexpr bool kIntegerSamples = std::is_same<T, uint8_t>::value;
+
+// Colour conversion of the NP pixels of v (channels x pixels) into luma and two chroma planes.
+template <class T, class K, int NP>
+FDJPEG_HD void to_planes(const Rn (*v)[NP], Rn* y, Rn* c1, Rn* c2) {
+#pragma unroll
+  for (int k = 0; k < NP; ++k) {
+    if (K::kYcc) {
+      block::rgb_to_ycbcr(v[0][k], v[1][k], v[2][k], kIntegerSamples<T>, y[k], c1[k], c2[k]);
+    } else {
+      y[k] = v[0][k];
+      if (K::kComps == 3) {
+        c1[k] = v[1][k];
+        c2[k] = v[2][k];
+      }
+    }
+  }
+}
+
+// Phase 1 without subsampling: a warp per tile row, 4 pixels per lane.
+template <class T, class K>
+FDJPEG_HD void load_plain(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                          bool vector, int tid) {
+  const int lane = tid & 31, x = 4 * lane;
+  if (x >= t.w) return;
+  for (int y = tid >> 5; y < t.h; y += kWarps) {
+    FDJPEG_BUDGET_MARK(1);
+    const T* row = src + imin(t.y0 + y, a.g.height - 1) * ss[0];
+    Rn v[K::kComps][4], l[4], c1[4], c2[4];
+    fetch4<T, K::kComps>(row, t.x0 + x, a.g.width, ss, vector, v);
+    to_planes<T, K, 4>(v, l, c1, c2);
+    st4(t.luma + y * kLumaStride + x, l);
+    if (K::kComps == 3) {
+      st4(t.chroma[0] + y * K::kChromaStride + x, c1);
+      st4(t.chroma[1] + y * K::kChromaStride + x, c2);
+    }
+  }
+}
+
+// Phase 1 with subsampling, one item: two chroma samples (columns cc, cc + 1 of chroma row cr, in
+// image chroma coordinates), from their 4 x VF pixels; luma too for the tile's own cells.
+template <class T, class K, bool LUMA>
+FDJPEG_HD void load_cells(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                          bool vector, int cr, int cc) {
+  constexpr int VF = K::kVf;
+  Rn v[VF][3][4], l[VF][4], c1[VF][4], c2[VF][4];
+#pragma unroll
+  for (int dy = 0; dy < VF; ++dy) {
+    const T* row = src + imin(cr * VF + dy, a.g.height - 1) * ss[0];
+    fetch4<T, 3>(row, 2 * cc, a.g.width, ss, vector, v[dy]);
+    to_planes<T, K, 4>(v[dy], l[dy], c1[dy], c2[dy]);
+    if (LUMA) st4(t.luma + (cr * VF + dy - t.y0) * kLumaStride + 2 * cc - t.x0, l[dy]);
+  }
+  const int at = (cr - t.cy0) * K::kChromaStride + cc - t.cx0;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    // The cell's average over rows 0 and VF - 1 (4:2:2 passes its one row twice, as the CPU core).
+    t.chroma[0][at + j] = as_sample(block::downsample_cell(c1[0][2 * j], c1[0][2 * j + 1],
+                                                           c1[VF - 1][2 * j], c1[VF - 1][2 * j + 1]),
+                                    kIntegerSamples<T>).v;
+    t.chroma[1][at + j] = as_sample(block::downsample_cell(c2[0][2 * j], c2[0][2 * j + 1],
+                                                           c2[VF - 1][2 * j], c2[VF - 1][2 * j + 1]),
+                                    kIntegerSamples<T>).v;
+  }
+}
+
+template <class T, class K>
+FDJPEG_HD void load_subsampled(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                               bool vector, int tid) {
+  constexpr int VF = K::kVf;
+  // The tile's own cells: a warp per chroma row, 2 chroma columns (4 pixels) per lane.
+  const int lane = tid & 31;
+  if (4 * lane < t.w)
+    for (int r = tid >> 5; r < t.h / VF; r += kWarps) {
+      FDJPEG_BUDGET_MARK(1);
+      load_cells<T, K, true>(a, t, src, ss, vector, t.y0 / VF + r, t.x0 / 2 + 2 * lane);
+    }
+  // The ring: chroma only, and only where the padded chroma plane has it. Items of two chroma
+  // columns of one chroma row: bands above and below the tile across the region's width, and 4
+  // items each side of every chroma row of the tile.
+  constexpr int kBandItems = K::kRingY * K::kChromaCols / 2;  // per band
+  constexpr int kRingItems = 2 * kBandItems + (K::kTileH / VF) * K::kRingX;
+  for (int i = tid; i < kRingItems; i += kThreads) {
+    FDJPEG_BUDGET_MARK(1);
+    int rr, gg;  // region row, item column (2 chroma columns each)
+    if (i < 2 * kBandItems) {
+      const int band = i >= kBandItems, j = i - band * kBandItems;
+      rr = j / (K::kChromaCols / 2) + (band ? K::kRingY + K::kTileH / VF : 0);
+      gg = j % (K::kChromaCols / 2);
+    } else {
+      const int j = i - 2 * kBandItems, q = j & 7;  // 4 items left, 4 right of each row
+      rr = K::kRingY + (j >> 3);
+      gg = q < 4 ? q : K::kChromaCols / 2 - 8 + q;
+    }
+    const int cr = t.cy0 + rr, cc = t.cx0 + 2 * gg;
+    if (cr < 0 || cr >= a.g.chroma_block_rows * 8 || cc < 0 || cc >= a.g.chroma_block_cols * 8)
+      continue;
+    load_cells<T, K, false>(a, t, src, ss, vector, cr, cc);
+  }
 }
 
 // One 8x8 block of the tile's planes, as the transform stages see it.
 struct BlockRef {
-  float* origin;   // top-left sample in shared memory
+  float* origin;  // top-left sample in shared memory
   int stride;
   int comp;
   int row, col;  // block position in its whole (padded) plane
+  bool live;     // inside the padded plane (ring and partial tiles have blocks that are not)
 };
 
-// Items of the transform passes are (block, line) pairs, 8 per block: luma blocks first, then the
-// blocks of each chroma plane. Eight consecutive threads work on one block.
-FDJPEG_HD int block_count(const KernelArgs& a, const Tile& t) {
-  const int luma = (t.h / 8) * (t.w / 8);
-  return a.g.components == 3 ? luma + 2 * (t.ch / 8) * (t.cw / 8) : luma;
-}
-
-FDJPEG_HD BlockRef block_ref(const Tile& t, int b) {
-  const int luma = (t.h / 8) * (t.w / 8);
+// Blocks of the tile, luma first, then those of each chroma plane, row by row.
+template <class K>
+FDJPEG_HD BlockRef block_ref(const KernelArgs& a, const Tile& t, int b) {
   BlockRef r;
-  int cols;
-  int row0, col0;
-  if (b < luma) {
+  if (b < K::kLumaBlocks) {
+    const int by = b >> 4, bx = b & 15;  // kTileW / 8 = 16 block columns
     r.comp = 0;
-    cols = t.w / 8;
-    row0 = t.y0 / 8;
-    col0 = t.x0 / 8;
-  } else {
-    b -= luma;
-    const int per_plane = (t.ch / 8) * (t.cw / 8);
-    r.comp = 1 + b / per_plane;
-    b %= per_plane;
-    cols = t.cw / 8;
-    row0 = t.cy0 / 8;
-    col0 = t.cx0 / 8;
+    r.stride = kLumaStride;
+    r.origin = t.luma + by * 8 * kLumaStride + bx * 8;
+    r.row = t.y0 / 8 + by;
+    r.col = t.x0 / 8 + bx;
+    r.live = by * 8 < t.h && bx * 8 < t.w;
+    return r;
   }
-  const int by = b / cols, bx = b % cols;
-  r.stride = t.stride_of(r.comp);
-  r.origin = t.plane_of(r.comp) + by * 8 * r.stride + bx * 8;
-  r.row = row0 + by;
-  r.col = col0 + bx;
+  b -= K::kLumaBlocks;
+  const int plane = b >= K::kChromaBlocks;
+  b -= plane * K::kChromaBlocks;
+  const int by = b / K::kChromaBlockCols, bx = b % K::kChromaBlockCols;
+  r.comp = 1 + plane;
+  r.stride = K::kChromaStride;
+  // A select, not an index: the pointers stay in registers (an indexed array goes to the stack).
+  r.origin = (plane ? t.chroma[1] : t.chroma[0]) + by * 8 * K::kChromaStride + bx * 8;
+  r.row = t.cy0 / 8 + by;
+  r.col = t.cx0 / 8 + bx;
+  if (K::kSub)
+    r.live = r.row >= 0 && r.row < a.g.chroma_block_rows && r.col >= 0 && r.col < a.g.chroma_block_cols;
+  else
+    r.live = by * 8 < t.h && bx * 8 < t.w;
   return r;
 }
 
 // Stage 1: level shift and forward AAN down column `x` of a block.
 FDJPEG_HD void forward_column(const KernelArgs& a, const BlockRef& r, int x) {
-  float d[8];
-  for (int y = 0; y < 8; ++y) d[y] = r.origin[y * r.stride + x] - a.g.shift;
+  Rn d[8];
+#pragma unroll
+  for (int y = 0; y < 8; ++y) d[y] = Rn{r.origin[y * r.stride + x]} - Rn{a.g.shift};
   block::forward_aan(d);
-  for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = d[u];
+#pragma unroll
+  for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = d[u].v;
 }
 
 // Stage 2: forward AAN along row `u`, round(coef / Qc) * Qd with the AAN-scaled tables, inverse
-// AAN along the row. Coefficients with v = 0 or 4 (the rational ones among them are exact sums)
-// are divided exactly, the others multiplied by the reciprocal, as the CPU core does.
+// AAN along the row (block::quantize_dequantize: exact division for v = 0 and 4).
+template <class K>
 FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u) {
   const float* table = t.tables;
   if (a.block_map) {
     // Chroma blocks of a subsampled plane take the choice of the luma block at their corner.
-    const int hf = r.comp ? a.g.hf : 1, vf = r.comp ? a.g.vf : 1;
+    const int hf = r.comp ? K::kHf : 1, vf = r.comp ? K::kVf : 1;
     const int set = a.block_map[(t.image * a.block_rows + r.row * vf) * a.block_cols + r.col * hf];
     table = a.sets + set * kSetFloats;
   }
-  const float* divisor = table + r.comp * 192 + u;  // entry v at [8 * v]
-  const float* inv_divisor = divisor + 64;
-  const float* dequant = divisor + 128;
+  const float* rec = table + (r.comp * 8 + u) * kRecord;
+  Rn scale[8], dq[8];
+  ld4(rec, scale);
+  ld4(rec + 4, scale + 4);
+  ld4(rec + 8, dq);
+  ld4(rec + 12, dq + 4);
+  // quantize_dequantize reads entry v at [8 v] of each table: divisor for v = 0, 4, else
+  // reciprocal; the entries it does not read are left unset.
+  float divisor[57], inverse[57], dequant[57];
+#pragma unroll
+  for (int v = 0; v < 8; ++v) {
+    divisor[8 * v] = inverse[8 * v] = scale[v].v;
+    dequant[8 * v] = dq[v].v;
+  }
   float* line = r.origin + u * r.stride;
-  float d[8];
-  for (int i = 0; i < 8; ++i) d[i] = line[i];
+  Rn d[8];
+  ld4(line, d);
+  ld4(line + 4, d + 4);
   block::forward_aan(d);
-  block::quantize_dequantize(d, divisor, inv_divisor, dequant);
+  block::quantize_dequantize(d, divisor, inverse, dequant);
   block::inverse_aan(d);
-  for (int i = 0; i < 8; ++i) line[i] = d[i];
+  st4(line, d);
+  st4(line + 4, d + 4);
 }
 
 // Stage 3: inverse AAN down column `x`, undo the level shift, clamp (and round 8-bit samples).
+template <class T>
 FDJPEG_HD void inverse_column(const KernelArgs& a, const BlockRef& r, int x) {
-  float d[8];
-  for (int u = 0; u < 8; ++u) d[u] = r.origin[u * r.stride + x];
+  Rn d[8];
+#pragma unroll
+  for (int u = 0; u < 8; ++u) d[u].v = r.origin[u * r.stride + x];
   block::inverse_aan(d);
+#pragma unroll
   for (int y = 0; y < 8; ++y)
-    r.origin[y * r.stride + x] = block::finish_sample(d[y], a.g.shift, true, a.g.integer_samples);
+    r.origin[y * r.stride + x] =
+        block::finish_sample(d[y], Rn{a.g.shift}, true, kIntegerSamples<T>).v;
 }
 
-// libjpeg's fancy upsampling (block_math.hpp) at pixel (y, x) from a chroma plane held for the
-// region of `t`, or replication where the chroma plane is too narrow for it.
-FDJPEG_HD float upsample(const Geometry& g, const Tile& t, int comp, int y, int x) {
-  const float* p = t.plane_of(comp);
-  const int s = t.stride_of(comp);
-  const int cw = g.chroma_width, ch = g.chroma_height;
-  const int i = y / g.vf;
-  const float* near = p + (i - t.cy0) * s - t.cx0;  // indexed by global chroma column
-  if (!g.fancy_upsampling) return near[x / g.hf];
-  const float* far = near;
-  if (g.vf == 2) {
-    const int j = (y & 1) ? imin(i + 1, ch - 1) : imax(i - 1, 0);
-    far = p + (j - t.cy0) * s - t.cx0;
-  }
-  auto vertical = [&](int c) {
-    return g.vf == 2 ? block::upsample_vertical(near[c], far[c]) : block::upsample_vertical_none(near[c]);
-  };
-  if (g.hf == 1) return as_sample(block::upsample_horizontal_none(vertical(x)), g.integer_samples);
-  // Output pixels 2c and 2c+1 lie at 1/4 and 3/4 between chroma samples; the first and the last
-  // output pixel of the row copy their sample (3/4 of it plus 1/4 of itself).
-  const int c = x >> 1;
-  const int f = (x & 1) ? c + 1 : c - 1;
-  const float value = (f < 0 || f >= cw) ? block::upsample_horizontal_none(vertical(c))
-                                         : block::upsample_horizontal(vertical(c), vertical(f));
-  return as_sample(value, g.integer_samples);
-}
-
-// Phase 3, one item: one pixel of the tile inside the real image.
-template <class T>
-FDJPEG_HD void store_pixel(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
-                           T* dst, int item, int out_width) {
+// Phase 3 without subsampling: a warp per tile row, 4 pixels per lane.
+template <class T, class K>
+FDJPEG_HD void store_plain(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                           bool in_vector, T* dst, int tid) {
   const Geometry& g = a.g;
-  const int ly = item / out_width, lx = item % out_width;
-  const int y = t.y0 + ly, x = t.x0 + lx;
-  const int* os = a.out_stride;
-  T* px = dst + y * os[0] + x * os[1];
-  const float luma = t.plane[0][ly * t.stride[0] + lx];
-  if (g.components == 1) {
-    store_sample(px, luma);
-    return;
+  const int x = 4 * (tid & 31), gx = t.x0 + x;
+  if (x >= t.w || gx >= g.width) return;
+  const int rows = imin(t.h, g.height - t.y0);
+  for (int y = tid >> 5; y < rows; y += kWarps) {
+    FDJPEG_BUDGET_MARK(3);
+    Rn o[K::kComps][4];
+    ld4(t.luma + y * kLumaStride + x, o[0]);
+    if (K::kComps == 3) {
+      Rn c1[4], c2[4];
+      ld4(t.chroma[0] + y * K::kChromaStride + x, c1);
+      ld4(t.chroma[1] + y * K::kChromaStride + x, c2);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (K::kYcc) {
+          block::ycbcr_to_rgb(o[0][k], c1[k], c2[k], o[0][k], o[1][k], o[2][k]);
+        } else {
+          o[1][k] = c1[k];
+          o[2][k] = c2[k];
+        }
+      }
+    }
+    const int gy = t.y0 + y;
+    T* row = dst + gy * a.out_stride[0];
+    put4<T, K::kComps>(row, gx, g.width, a.out_stride, a.out_vector, o);
+    if (g.channels == 4)
+      copy_alpha(src + gy * ss[0], ss, in_vector, row, a.out_stride, a.out_vector, gx, g.width);
   }
-  float c1, c2;
-  if (g.hf * g.vf > 1) {
-    c1 = upsample(g, t, 1, y, x);
-    c2 = upsample(g, t, 2, y, x);
-  } else {
-    c1 = t.plane[1][(y - t.cy0) * t.stride[1] + (x - t.cx0)];
-    c2 = t.plane[2][(y - t.cy0) * t.stride[2] + (x - t.cx0)];
-  }
-  float r0 = luma, g0 = c1, b0 = c2;
-  if (g.ycbcr) block::ycbcr_to_rgb(luma, c1, c2, r0, g0, b0);
-  store_sample(px, r0);
-  store_sample(px + os[2], g0);
-  store_sample(px + 2 * os[2], b0);
-  if (g.channels == 4) px[3 * os[2]] = src[y * ss[0] + x * ss[1] + 3 * ss[2]];  // alpha as is
 }
 
-// Phase 2: the transform stages 1-3 over every 8x8 block of the tile. Items are (block, line)
-// pairs; a block's 8 items go to 8 consecutive lanes of one warp, so on the GPU the stages only
-// need warp barriers between them. On the host the stages run one after the other over all items.
-FDJPEG_HD void transform_blocks(const KernelArgs& a, const Tile& t, int tid, int threads) {
-  const int lines = block_count(a, t) * 8;
-#ifdef __CUDA_ARCH__
-  const int rounded = (lines + 31) & ~31;  // whole warps take part in every __syncwarp
-  for (int i = tid; i < rounded; i += threads) {
-    FDJPEG_BUDGET_MARK(2);
-    const bool live = i < lines;
-    const BlockRef r = block_ref(t, live ? i >> 3 : 0);
-    const int line = i & 7;
-    if (live) forward_column(a, r, line);
-    __syncwarp();
-    if (live) quantize_row(a, t, r, line);
-    __syncwarp();
-    if (live) inverse_column(a, r, line);
-    __syncwarp();
+// Phase 3 with subsampling: the chroma of one lane's 4 x VF output pixels, chroma row cr and
+// columns c0, c0 + 1 (image chroma coordinates). libjpeg's fancy upsampling: vertical sums once per
+// chroma sample of the columns c0 - 1 .. c0 + 2, then the horizontal filter per pixel, where the
+// first and the last pixel of a chroma row copy their sample (EDGE: this lane may hold one); or,
+// without FANCY (chroma too narrow for it), the nearest sample.
+template <class T, class K, bool FANCY, bool EDGE>
+FDJPEG_HD void upsample_cells(const KernelArgs& a, const Tile& t, int cr, int c0,
+                              Rn (*out)[K::kVf][4]) {
+  constexpr int VF = K::kVf, S = K::kChromaStride;
+  const Geometry& g = a.g;
+  const int col = c0 - t.cx0;
+#pragma unroll
+  for (int p = 0; p < 2; ++p) {
+    const float* near = t.chroma[p] + (cr - t.cy0) * S + col;
+    if (!FANCY) {
+#pragma unroll
+      for (int dy = 0; dy < VF; ++dy)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) out[p][dy][k].v = near[k >> 1];
+      continue;
+    }
+    Rn sum[VF][4];  // columns c0 - 1 .. c0 + 2; row dy takes the far row above (0) or below (1)
+    if (VF == 2) {
+      const float* up = t.chroma[p] + (imax(cr - 1, 0) - t.cy0) * S + col;
+      const float* down = t.chroma[p] + (imin(cr + 1, g.chroma_height - 1) - t.cy0) * S + col;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        sum[0][k] = block::upsample_vertical(Rn{near[k - 1]}, Rn{up[k - 1]});
+        sum[VF - 1][k] = block::upsample_vertical(Rn{near[k - 1]}, Rn{down[k - 1]});
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) sum[0][k] = block::upsample_vertical_none(Rn{near[k - 1]});
+    }
+#pragma unroll
+    for (int dy = 0; dy < VF; ++dy)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const Rn nearer = sum[dy][1 + j], farther = sum[dy][e ? 2 + j : j];
+          const int f = c0 + j + (e ? 1 : -1);
+          const Rn v = (EDGE && (f < 0 || f >= g.chroma_width))
+                           ? block::upsample_horizontal_none(nearer)
+                           : block::upsample_horizontal(nearer, farther);
+          out[p][dy][2 * j + e] = as_sample(v, kIntegerSamples<T>);
+        }
   }
-#else
-  for (int i = tid; i < lines; i += threads) {
-    FDJPEG_BUDGET_MARK(2);
-    forward_column(a, block_ref(t, i >> 3), i & 7);
+}
+
+template <class T, class K, bool FANCY, bool EDGE>
+FDJPEG_HD void store_subsampled_rows(const KernelArgs& a, const Tile& t, const T* src,
+                                     const int* ss, bool in_vector, T* dst, int tid) {
+  constexpr int VF = K::kVf;
+  const Geometry& g = a.g;
+  const int x = 4 * (tid & 31), gx = t.x0 + x;
+  for (int r = tid >> 5; r < t.h / VF; r += kWarps) {
+    const int cr = t.y0 / VF + r;
+    if (cr * VF >= g.height) break;
+    FDJPEG_BUDGET_MARK(FANCY && !EDGE ? 3 : 0);
+    Rn c[2][VF][4];
+    upsample_cells<T, K, FANCY, EDGE>(a, t, cr, gx / 2, c);
+#pragma unroll
+    for (int dy = 0; dy < VF; ++dy) {
+      const int gy = cr * VF + dy;
+      if (gy >= g.height) break;
+      Rn o[3][4];
+      ld4(t.luma + (gy - t.y0) * kLumaStride + x, o[0]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) block::ycbcr_to_rgb(o[0][k], c[0][dy][k], c[1][dy][k], o[0][k], o[1][k], o[2][k]);
+      T* row = dst + gy * a.out_stride[0];
+      put4<T, 3>(row, gx, g.width, a.out_stride, a.out_vector, o);
+      if (g.channels == 4)
+        copy_alpha(src + gy * ss[0], ss, in_vector, row, a.out_stride, a.out_vector, gx, g.width);
+    }
   }
-  for (int i = tid; i < lines; i += threads) quantize_row(a, t, block_ref(t, i >> 3), i & 7);
-  for (int i = tid; i < lines; i += threads) inverse_column(a, block_ref(t, i >> 3), i & 7);
+}
+
+template <class T, class K>
+FDJPEG_HD void store_subsampled(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                                bool in_vector, T* dst, int tid) {
+  const int x = 4 * (tid & 31), gx = t.x0 + x;
+  if (x >= t.w || gx >= a.g.width) return;
+  // The lane's choice holds for all its rows: the common case runs without the edge tests.
+  const int c0 = gx / 2;
+  if (!a.g.fancy_upsampling)
+    store_subsampled_rows<T, K, false, false>(a, t, src, ss, in_vector, dst, tid);
+  else if (c0 == 0 || c0 + 2 >= a.g.chroma_width)
+    store_subsampled_rows<T, K, true, true>(a, t, src, ss, in_vector, dst, tid);
+  else
+    store_subsampled_rows<T, K, true, false>(a, t, src, ss, in_vector, dst, tid);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The phases of a tile and their barriers. A scheduler S runs them: on the GPU each thread runs
+// its share of a phase and barrier() is __syncthreads(); warp_stages() gives the items of the
+// transform (a block's 8 lines to 8 consecutive lanes) to whole warps, with __syncwarp() between
+// its stages. HostSched (below) runs the same phases on the CPU.
+
+struct DeviceSched {
+#ifdef __CUDACC__
+  template <class F>
+  __device__ void phase(const F& f) {
+    f(static_cast<int>(threadIdx.x));
+  }
+  __device__ void barrier(int) { __syncthreads(); }
+  template <class F>
+  __device__ void warp_stages(int items, const F& f) {
+    for (int i = threadIdx.x; i < items; i += kThreads) {
+      FDJPEG_BUDGET_MARK(2);
+      f(i, 0);
+      __syncwarp();
+      f(i, 1);
+      __syncwarp();
+      f(i, 2);
+      __syncwarp();
+    }
+  }
 #endif
-}
+};
 
-// The whole work of one CTA. `tid` / `threads` split every phase's items; on the host the code
-// runs with one "thread" (tid 0 of 1) and the barriers vanish, which gives the same result.
-template <class T>
-FDJPEG_HD void run_tile(const KernelArgs& a, int64_t index, float* smem, int tid, int threads) {
-  const Geometry& g = a.g;
-  const Tile t = make_tile(a, index, smem);
-  if (!a.block_map)
-    for (int i = tid; i < kSetFloats; i += threads) t.tables[i] = a.tables[i];
+// (HostSched's member functions are host-only: run_tile<.., HostSched> is never device code.)
+#pragma nv_exec_check_disable
+template <class T, class K, class S>
+FDJPEG_HD void run_tile(S& s, const KernelArgs& a, int index, float* smem) {
+  const Tile t = make_tile<K>(a, index, smem);
   T* dst = static_cast<T*>(a.out) + t.image * a.out_image_stride;
-  const int out_width = static_cast<int>(imin(t.w, g.width - t.x0));
-  const int pixels = static_cast<int>(imin(t.h, g.height - t.y0)) * out_width;
   for (int pass = 0; pass < a.passes; ++pass) {
     // Later passes read what this CTA wrote (tiles are independent when a.passes > 1).
     const T* src = pass == 0 ? static_cast<const T*>(a.in) + t.image * a.in_image_stride : dst;
     const int* ss = pass == 0 ? a.in_stride : a.out_stride;
-    load_tile(a, t, src, ss, tid, threads);
-    FDJPEG_BARRIER();
-    transform_blocks(a, t, tid, threads);
-    FDJPEG_BARRIER();
-    for (int i = tid; i < pixels; i += threads) {
-      FDJPEG_BUDGET_MARK(3);
-      store_pixel(a, t, src, ss, dst, i, out_width);
-    }
-    FDJPEG_BARRIER();
+    const bool vec = pass == 0 ? a.in_vector : a.out_vector;
+    const bool copy_tables = pass == 0 && !a.block_map;
+    s.phase([&a, &t, src, ss, vec, copy_tables](int tid) {
+      if (copy_tables)
+        for (int i = tid; i < kSetFloats; i += kThreads) t.tables[i] = a.tables[i];
+      if constexpr (K::kSub)
+        load_subsampled<T, K>(a, t, src, ss, vec, tid);
+      else
+        load_plain<T, K>(a, t, src, ss, vec, tid);
+    });
+    s.barrier(0);
+    s.warp_stages(K::kBlocks * 8, [&a, &t](int i, int stage) {
+      const BlockRef r = block_ref<K>(a, t, i >> 3);
+      if (!r.live) return;
+      if (stage == 0)
+        forward_column(a, r, i & 7);
+      else if (stage == 1)
+        quantize_row<K>(a, t, r, i & 7);
+      else
+        inverse_column<T>(a, r, i & 7);
+    });
+    s.barrier(1);
+    s.phase([&a, &t, src, ss, vec, dst](int tid) {
+      if constexpr (K::kSub)
+        store_subsampled<T, K>(a, t, src, ss, vec, dst, tid);
+      else
+        store_plain<T, K>(a, t, src, ss, vec, dst, tid);
+    });
+    s.barrier(2);
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(kThreads, 3) pipeline_kernel(const __grid_constant__ KernelArgs a) {
-  extern __shared__ float smem[];
-  run_tile<T>(a, blockIdx.x, smem, threadIdx.x, blockDim.x);
+#ifdef __CUDACC__
+template <class T, class K>
+__global__ void __launch_bounds__(kThreads, 2) pipeline_kernel(const __grid_constant__ KernelArgs a) {
+  extern __shared__ Quad<float> smem[];
+  DeviceSched s;
+  run_tile<T, K>(s, a, blockIdx.x, smem[0].v);
 }
+#endif
+
+// The GPU's freedom of order, on the CPU: the 256 threads of a phase run one after another in a
+// shuffled order; a transform phase runs warp by warp (shuffled), each stage over the warp's
+// lanes (shuffled) before the next. A barrier runs what was queued since the previous one; a
+// barrier left out (`drop`, for tests) lets each thread run on into the next phase, as a GPU would.
+class HostSched {
+ public:
+  HostSched(std::mt19937_64* rng, int drop) : rng_(rng), drop_(drop) {}
+  template <class F>
+  void phase(const F& f) {
+    pending_.push_back({std::function<void(int)>(f), {}, 0});
+  }
+  template <class F>
+  void warp_stages(int items, const F& f) {
+    pending_.push_back({{}, std::function<void(int, int)>(f), items});
+  }
+  void barrier(int site) {
+    if (site != drop_) flush();
+  }
+  void flush() {
+    if (pending_.size() == 1 && pending_[0].items) {
+      const Entry& e = pending_[0];
+      std::vector<int> warps, lanes(32);
+      for (int base = 0; base < e.items; base += 32) warps.push_back(base);
+      std::iota(lanes.begin(), lanes.end(), 0);
+      shuffle(warps);
+      for (int base : warps)
+        for (int stage = 0; stage < 3; ++stage) {
+          shuffle(lanes);
+          for (int lane : lanes) {
+            if (stage == 0) FDJPEG_BUDGET_MARK(2);
+            e.item(base + lane, stage);
+          }
+        }
+    } else {
+      std::vector<int> order(kThreads);
+      std::iota(order.begin(), order.end(), 0);
+      shuffle(order);
+      for (int tid : order)
+        for (const Entry& e : pending_) {
+          if (!e.items) {
+            e.thread(tid);
+            continue;
+          }
+          for (int i = tid; i < e.items; i += kThreads) {
+            FDJPEG_BUDGET_MARK(2);
+            for (int stage = 0; stage < 3; ++stage) e.item(i, stage);
+          }
+        }
+    }
+    pending_.clear();
+  }
+
+ private:
+  struct Entry {
+    std::function<void(int)> thread;
+    std::function<void(int, int)> item;
+    int items;
+  };
+  void shuffle(std::vector<int>& v) {
+    if (rng_) std::shuffle(v.begin(), v.end(), *rng_);
+  }
+  std::mt19937_64* rng_;
+  int drop_;
+  std::vector<Entry> pending_;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Host side: geometry, tiling, launch.
@@ -465,27 +766,114 @@ int64_t ceil_div(int64_t v, int64_t m) { return (v + m - 1) / m; }
 
 size_t element_size(DType d) { return d == DType::u8 ? 1 : (d == DType::f32 ? 4 : 8); }
 
-// Tile extent along one axis: whole MCUs, at most `limit` pixels, tiles of even size.
-int tile_extent(int64_t padded, int mcu, int limit) {
-  const int64_t mcus = padded / mcu, per_tile_max = limit / mcu;
-  const int64_t tiles = ceil_div(mcus, per_tile_max);
-  return static_cast<int>(ceil_div(mcus, tiles) * mcu);
+enum class KindCode { grey, planes, ycc444, ycc422, ycc420 };
+
+KindCode kind_of(const BlockGeometry& bg) {
+  if (bg.components == 1) return KindCode::grey;
+  if (!bg.ycbcr) return KindCode::planes;
+  if (bg.v_factor == 2) return KindCode::ycc420;
+  return bg.h_factor == 2 ? KindCode::ycc422 : KindCode::ycc444;
 }
 
-// A smem row stride of 1 (mod 32) floats: the 8 rows of a block fall in 8 different banks.
-int padded_stride(int width) { return static_cast<int>(round_up(width, 32) + 1); }
+// Calls f(T{}, K{}) with the sample type and the kind of tile of a call.
+template <class F>
+auto with_kernel(DType d, KindCode kind, F&& f) {
+  auto by_kind = [&](auto sample) {
+    switch (kind) {
+      case KindCode::grey:
+        return f(sample, Grey{});
+      case KindCode::planes:
+        return f(sample, Planes{});
+      case KindCode::ycc444:
+        return f(sample, Ycc444{});
+      case KindCode::ycc422:
+        return f(sample, Ycc422{});
+      default:
+        return f(sample, Ycc420{});
+    }
+  };
+  switch (d) {
+    case DType::u8:
+      return by_kind(uint8_t{});
+    case DType::f32:
+      return by_kind(float{});
+    default:
+      return by_kind(double{});
+  }
+}
+
+size_t smem_bytes(KindCode kind) {
+  return with_kernel(DType::u8, kind, [](auto, auto k) { return decltype(k)::kSmemBytes; });
+}
 
 struct Plan {
   KernelArgs args;
+  KindCode kind = KindCode::grey;
+  DType dtype = DType::u8;
   int64_t tiles = 0;
   size_t smem_bytes = 0;
+  bool ring = false;  // tiles read pixels of their neighbours
   int launches = 1;  // passes that need one launch each (with a ring)
   std::vector<float> sets;  // K table sets (kSetFloats each), with a block map
 };
 
-void set_strides(const BatchView& v, int64_t& image_stride, int* stride) {
-  image_stride = v.stride[0];
-  for (int d = 0; d < 3; ++d) stride[d] = static_cast<int>(v.stride[d + 1]);
+// The tables of one set as the kernel reads them (kRecord).
+void pack_table_set(const float* quant, const float* dequant, float* out) {
+  float aan[576];  // aan_table_set's layout: per component divisors, reciprocals, dequant factors
+  aan_table_set(quant, dequant, aan);
+  for (int c = 0; c < 3; ++c)
+    for (int u = 0; u < 8; ++u) {
+      float* rec = out + (c * 8 + u) * kRecord;
+      for (int v = 0; v < 8; ++v) {
+        const int at = c * 192 + v * 8 + u;
+        rec[v] = (v & 3) == 0 ? aan[at] : aan[at + 64];
+        rec[8 + v] = aan[at + 128];
+      }
+      for (int k = 16; k < kRecord; ++k) rec[k] = 0.f;
+    }
+}
+
+// The byte range an image batch covers.
+std::pair<uintptr_t, uintptr_t> byte_range(const BatchView& v) {
+  int64_t extent = 0;
+  for (int d = 0; d < 4; ++d) extent += (v.shape[d] - 1) * v.stride[d];
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(v.data);
+  return {lo, lo + static_cast<uintptr_t>(extent + 1) * element_size(v.dtype)};
+}
+
+// Whether two elements of the view share memory (a stride of 0, or strides that interleave).
+bool self_overlapping(const BatchView& v) {
+  int dims[4] = {0, 1, 2, 3};
+  std::sort(dims, dims + 4, [&](int x, int y) { return v.stride[x] < v.stride[y]; });
+  int64_t reach = 0;  // largest offset reachable through the smaller strides
+  for (int d : dims) {
+    if (v.shape[d] == 1) continue;
+    if (v.stride[d] <= reach) return true;
+    reach += (v.shape[d] - 1) * v.stride[d];
+  }
+  return false;
+}
+
+// Whether 4 pixels of a row can move as one aligned vector (Quad).
+bool vector_ok(const BatchView& v) {
+  const int64_t e = static_cast<int64_t>(element_size(v.dtype));
+  return v.stride[2] == 1 && reinterpret_cast<uintptr_t>(v.data) % (4 * e) == 0 &&
+         (v.shape[0] == 1 || v.stride[0] % 4 == 0) && (v.shape[1] == 1 || v.stride[1] % 4 == 0) &&
+         (v.shape[3] == 1 || v.stride[3] % 4 == 0);
+}
+
+void set_input(KernelArgs& a, const BatchView& v) {
+  a.in = v.data;
+  a.in_image_stride = v.stride[0];
+  for (int d = 0; d < 3; ++d) a.in_stride[d] = static_cast<int>(v.stride[d + 1]);
+  a.in_vector = vector_ok(v);
+}
+
+void set_output(KernelArgs& a, const BatchView& v) {
+  a.out = v.data;
+  a.out_image_stride = v.stride[0];
+  for (int d = 0; d < 3; ++d) a.out_stride[d] = static_cast<int>(v.stride[d + 1]);
+  a.out_vector = vector_ok(v);
 }
 
 Result make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spec, Plan& p) {
@@ -499,54 +887,61 @@ Result make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spe
       return fail(Status::bad_input,
                   "image too large for the CUDA kernel (more than 2^31 samples in one image)");
   }
+  if (self_overlapping(out))
+    return fail(Status::bad_input, "output elements overlap (a stride of 0, or strides that interleave)");
   KernelArgs& a = p.args;
   Geometry& g = a.g;
   // The block geometry of the CPU core, narrowed to the kernel's 32 bits (sizes checked above).
   const BlockGeometry bg =
       block_geometry(in.shape[1], in.shape[2], in.shape[3], spec.color, spec.subsampling);
+  p.kind = kind_of(bg);
+  p.dtype = in.dtype;
   g.height = static_cast<int>(bg.height);
   g.width = static_cast<int>(bg.width);
   g.channels = static_cast<int>(bg.channels);
-  g.components = bg.components;
-  g.ycbcr = bg.ycbcr;
-  g.hf = bg.h_factor;
-  g.vf = bg.v_factor;
   g.padded_height = static_cast<int>(bg.padded_height);
   g.padded_width = static_cast<int>(bg.padded_width);
   g.chroma_height = static_cast<int>(bg.chroma_height);
   g.chroma_width = static_cast<int>(bg.chroma_width);
+  g.chroma_block_rows = static_cast<int>(bg.chroma_padded_height / 8);
+  g.chroma_block_cols = static_cast<int>(bg.chroma_padded_width / 8);
   g.fancy_upsampling = bg.fancy_upsampling;
   g.shift = spec.level_shift ? 128.f : 0.f;
-  g.integer_samples = in.dtype == DType::u8;
-  g.ring = (g.hf * g.vf > 1 && g.fancy_upsampling) ? 8 : 0;
-  g.tile_height = tile_extent(bg.padded_height, static_cast<int>(bg.mcu_height),
-                              g.ring ? kMaxTileHeight : kMaxTileHeight / 2);
-  g.tile_width = tile_extent(bg.padded_width, static_cast<int>(bg.mcu_width), kMaxTileWidth);
-  g.tiles_x = ceil_div(g.padded_width, g.tile_width);
-  g.tiles_per_image = ceil_div(g.padded_height, g.tile_height) * g.tiles_x;
-  g.luma_stride = padded_stride(g.tile_width);
-  g.chroma_rows = g.tile_height / g.vf + 2 * g.ring;
-  g.chroma_stride = padded_stride(g.tile_width / g.hf + 2 * g.ring);
-  size_t floats = static_cast<size_t>(g.tile_height) * g.luma_stride + kSetFloats;
-  if (g.components == 3) floats += 2 * static_cast<size_t>(g.chroma_rows) * g.chroma_stride;
-  p.smem_bytes = floats * sizeof(float);
+  p.ring = bg.h_factor * bg.v_factor > 1 && bg.fancy_upsampling;
+  const int tile_height =
+      with_kernel(DType::u8, p.kind, [](auto, auto k) { return decltype(k)::kTileH; });
+  g.tiles_x = static_cast<int>(ceil_div(g.padded_width, kTileW));
+  g.tiles_per_image = static_cast<int>(ceil_div(g.padded_height, tile_height)) * g.tiles_x;
+  p.smem_bytes = smem_bytes(p.kind);
   p.tiles = in.shape[0] * g.tiles_per_image;
   if (p.tiles > 0x7fffffff)
     return fail(Status::bad_input, "batch too large for one launch (more than 2^31 tiles)");
 
-  set_strides(in, a.in_image_stride, a.in_stride);
-  set_strides(out, a.out_image_stride, a.out_stride);
-  aan_table_set(spec.quant, spec.dequant, a.tables);
+  // Input and output may be the very same view (in place: each CTA reads its tile before it
+  // writes it), unless tiles read their neighbours; no other overlap.
+  const auto ri = byte_range(in), ro = byte_range(out);
+  if (ri.first < ro.second && ro.first < ri.second) {
+    const bool same = in.data == out.data &&
+                      std::equal(in.stride, in.stride + 4, out.stride);
+    if (!same)
+      return fail(Status::bad_input, "input and output overlap (only the very same view can be processed in place)");
+    if (p.ring)
+      return fail(Status::bad_input, "input and output must be different buffers with subsampling");
+  }
+
+  set_input(a, in);
+  set_output(a, out);
+  pack_table_set(spec.quant, spec.dequant, a.tables);
   if (spec.block_tables) {
     a.block_rows = spec.block_rows;  // checked by validate()
     a.block_cols = spec.block_cols;
     p.sets.resize(static_cast<size_t>(spec.table_sets) * kSetFloats);
     for (int k = 0; k < spec.table_sets; ++k)
-      aan_table_set(spec.quant + k * 192, spec.dequant + k * 192, p.sets.data() + k * kSetFloats);
+      pack_table_set(spec.quant + k * 192, spec.dequant + k * 192, p.sets.data() + k * kSetFloats);
   }
   // Passes of independent tiles run in one launch; with a ring, each pass needs the whole
   // previous result, so each gets its own launch.
-  if (g.ring) {
+  if (p.ring) {
     a.passes = 1;
     p.launches = spec.passes;
   } else {
@@ -554,6 +949,26 @@ Result make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spe
     p.launches = 1;
   }
   return {};
+}
+
+// Bytes of device memory a call needs besides its images: the table sets and the block map, then
+// (256-byte aligned) the intermediate image of multi-launch runs.
+struct Workspace {
+  size_t sets = 0, map = 0, scratch_at = 0, scratch = 0;
+  size_t total() const { return scratch ? scratch_at + scratch : sets + map; }
+};
+
+Workspace workspace_of(const Plan& p, const BatchView& in) {
+  Workspace w;
+  if (p.args.block_rows) {
+    w.sets = p.sets.size() * sizeof(float);
+    w.map = static_cast<size_t>(in.shape[0] * p.args.block_rows * p.args.block_cols);
+  }
+  w.scratch_at = static_cast<size_t>(round_up(static_cast<int64_t>(w.sets + w.map), 256));
+  if (p.launches > 1)
+    w.scratch = static_cast<size_t>(in.shape[0] * in.shape[1] * in.shape[2] * in.shape[3]) *
+                element_size(in.dtype);
+  return w;
 }
 
 Result cuda_failure(cudaError_t e, const char* what) {
@@ -565,7 +980,10 @@ Result cuda_failure(cudaError_t e, const char* what) {
     case cudaErrorCompatNotSupportedOnDevice:
     case cudaErrorSystemDriverMismatch:
     case cudaErrorDevicesUnavailable:
-      return fail(Status::no_gpu, "no usable GPU: " + std::string(cudaGetErrorString(e)));
+      return fail(Status::no_gpu, "no usable GPU: " + std::string(cudaGetErrorString(e)) +
+                                      (e == cudaErrorInsufficientDriver
+                                           ? " (fdjpeg's CUDA 13 runtime needs an R580 or newer driver)"
+                                           : ""));
     case cudaErrorMemoryAllocation:
       return fail(Status::out_of_memory, "CUDA out of memory: " + m);
     case cudaErrorNoKernelImageForDevice:
@@ -596,31 +1014,47 @@ Result check_pointer(const void* p, int device, const char* name) {
   return {};
 }
 
-template <class T>
-cudaError_t launch(const Plan& p, cudaStream_t stream) {
-  cudaError_t e = cudaFuncSetAttribute(pipeline_kernel<T>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(p.smem_bytes));
-  if (e != cudaSuccess) return e;
-  pipeline_kernel<T><<<static_cast<unsigned>(p.tiles), kThreads, p.smem_bytes, stream>>>(p.args);
-  return cudaGetLastError();
+// The dynamic shared memory a kernel needs is allowed once per device and kernel (the setting is
+// per device; launches on other threads, the GIL released, may run meanwhile).
+cudaError_t allow_shared_memory(const void* kernel, int device, size_t bytes) {
+  static std::mutex mutex;
+  static std::set<std::pair<int, const void*>> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (done.count({device, kernel})) return cudaSuccess;
+  const cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess) done.insert({device, kernel});
+  return e;
 }
 
-cudaError_t launch_any(DType d, const Plan& p, cudaStream_t stream) {
-  switch (d) {
-    case DType::u8:
-      return launch<uint8_t>(p, stream);
-    case DType::f32:
-      return launch<float>(p, stream);
-    default:
-      return launch<double>(p, stream);
-  }
+cudaError_t launch(const Plan& p, int device, cudaStream_t stream) {
+  return with_kernel(p.dtype, p.kind, [&](auto sample, auto kind) {
+    using T = decltype(sample);
+    using K = decltype(kind);
+    const cudaError_t e = allow_shared_memory(reinterpret_cast<const void*>(pipeline_kernel<T, K>),
+                                              device, K::kSmemBytes);
+    if (e != cudaSuccess) return e;
+    pipeline_kernel<T, K><<<static_cast<unsigned>(p.tiles), kThreads, K::kSmemBytes, stream>>>(p.args);
+    return cudaGetLastError();
+  });
 }
 
-template <class T>
-void emulate_launch(const Plan& p) {
-  std::vector<float> smem(p.smem_bytes / sizeof(float));
-  for (int64_t t = 0; t < p.tiles; ++t) run_tile<T>(p.args, t, smem.data(), 0, 1);
+void emulate_launch(const Plan& p, std::mt19937_64* rng, int drop_barrier) {
+  with_kernel(p.dtype, p.kind, [&](auto sample, auto kind) {
+    using T = decltype(sample);
+    using K = decltype(kind);
+    std::vector<Quad<float>> smem(K::kSmemBytes / sizeof(Quad<float>));
+    std::vector<int> order(static_cast<size_t>(p.tiles));
+    std::iota(order.begin(), order.end(), 0);
+    if (rng) std::shuffle(order.begin(), order.end(), *rng);
+    for (int tile : order) {
+      // Shared memory holds garbage at the start of a CTA: NaN, which no read of it survives.
+      std::fill(smem[0].v, smem[0].v + smem.size() * 4, std::numeric_limits<float>::quiet_NaN());
+      HostSched s(rng, drop_barrier);
+      run_tile<T, K>(s, p.args, tile, smem[0].v);
+      s.flush();
+    }
+  });
 }
 
 // Source and destination of each launch of a multi-launch run, ending in `out`: ping-pong
@@ -631,90 +1065,36 @@ void for_each_launch(Plan& p, const BatchView& in, const BatchView& out, void* s
   dense.data = scratch;
   dense.stride[3] = 1;
   for (int d = 2; d >= 0; --d) dense.stride[d] = dense.stride[d + 1] * in.shape[d + 1];
+  BatchView src = in;
   for (int i = 0; i < p.launches; ++i) {
     const bool to_out = (p.launches - 1 - i) % 2 == 0;
-    KernelArgs& a = p.args;
-    if (i > 0) {  // source: the previous launch's destination
-      a.in = a.out;
-      a.in_image_stride = a.out_image_stride;
-      for (int d = 0; d < 3; ++d) a.in_stride[d] = a.out_stride[d];
-    }
     const BatchView& dst = to_out ? out : dense;
-    a.out = dst.data;
-    set_strides(dst, a.out_image_stride, a.out_stride);
+    set_input(p.args, src);
+    set_output(p.args, dst);
     step();
+    src = dst;
   }
 }
+
+// Makes `device` current for the call and gives the caller's current device back after it.
+class DeviceScope {
+ public:
+  cudaError_t enter(int device) {
+    cudaError_t e = cudaGetDevice(&previous_);
+    if (e == cudaSuccess) e = cudaSetDevice(device);
+    entered_ = e == cudaSuccess;
+    return e;
+  }
+  ~DeviceScope() {
+    if (entered_) cudaSetDevice(previous_);
+  }
+
+ private:
+  int previous_ = 0;
+  bool entered_ = false;
+};
 
 }  // namespace
-
-std::string device_problem() {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    return cuda_failure(e, "cudaGetDeviceCount").message;
-  }
-  if (count == 0) return "no usable GPU: no CUDA device found";
-  return {};
-}
-
-Result quantize_on_device(const BatchView& in, const BatchView& out, const QuantSpec& spec,
-                          int device, std::uintptr_t stream_handle) {
-  Plan p;
-  Result planned = make_plan(in, out, spec, p);
-  if (!planned.ok()) return planned;
-  const std::string problem = device_problem();
-  if (!problem.empty()) return fail(Status::no_gpu, problem);
-  cudaError_t e = cudaSetDevice(device);
-  if (e != cudaSuccess) return cuda_failure(e, "cudaSetDevice");
-  for (const auto& [ptr, name] : {std::pair<const void*, const char*>{in.data, "input"},
-                                  {out.data, "output"}}) {
-    Result r = check_pointer(ptr, device, name);
-    if (r.status != Status::ok) return r;
-  }
-  if (p.args.g.ring && in.data == out.data)  // tiles read their neighbours' pixels
-    return fail(Status::bad_input, "input and output must be different buffers with subsampling");
-  auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
-
-  // Device copies of the table sets and the block map (stream-ordered: no host synchronisation),
-  // and the intermediate buffer of multi-launch runs, in one allocation.
-  const size_t sets = spec.block_tables ? p.sets.size() * sizeof(float) : 0;
-  const size_t map = spec.block_tables ? static_cast<size_t>(in.shape[0] * p.args.block_rows *
-                                                            p.args.block_cols)
-                                       : 0;
-  const size_t scratch = p.launches > 1 ? static_cast<size_t>(in.shape[0] * in.shape[1] *
-                                                              in.shape[2] * in.shape[3]) *
-                                              element_size(in.dtype)
-                                        : 0;
-  const size_t scratch_at = round_up(sets + map, 256);
-  char* buffer = nullptr;
-  if (sets + scratch > 0) {
-    e = cudaMallocAsync(reinterpret_cast<void**>(&buffer), scratch_at + scratch, stream);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return cuda_failure(e, "allocating the device work buffer");
-    }
-  }
-  if (sets) {
-    p.args.sets = reinterpret_cast<const float*>(buffer);
-    p.args.block_map = reinterpret_cast<const uint8_t*>(buffer + sets);
-    e = cudaMemcpyAsync(buffer, p.sets.data(), sets, cudaMemcpyHostToDevice, stream);
-    if (e == cudaSuccess)
-      e = cudaMemcpyAsync(buffer + sets, spec.block_tables, map, cudaMemcpyHostToDevice, stream);
-  }
-  p.args.in = in.data;
-  if (e == cudaSuccess)
-    for_each_launch(p, in, out, buffer + scratch_at, [&] {
-      if (e == cudaSuccess) e = launch_any(in.dtype, p, stream);
-    });
-  if (buffer) cudaFreeAsync(buffer, stream);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    return cuda_failure(e, "launching the fdjpeg kernel");
-  }
-  return {};
-}
 
 #ifdef FDJPEG_BUDGET
 // What bench/cuda_budget.py needs of a plan: dynamic shared memory per CTA, and the CTAs.
@@ -728,10 +1108,102 @@ Result budget_plan(const BatchView& in, const BatchView& out, const QuantSpec& s
 }
 #endif
 
-Result emulate_on_host(const BatchView& in, const BatchView& out, const QuantSpec& spec) {
+std::string device_problem() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return cuda_failure(e, "cudaGetDeviceCount").message;
+  }
+  if (count == 0) return "no usable GPU: no CUDA device found";
+  return {};
+}
+
+Result workspace_size(const BatchView& in, const BatchView& out, const QuantSpec& spec, size_t* bytes) {
   Plan p;
   Result planned = make_plan(in, out, spec, p);
   if (!planned.ok()) return planned;
+  *bytes = workspace_of(p, in).total();
+  return {};
+}
+
+Result occupancy(DType dtype, const BatchView& in, const QuantSpec& spec, int device, int* ctas) {
+  const BlockGeometry bg =
+      block_geometry(in.shape[1], in.shape[2], in.shape[3], spec.color, spec.subsampling);
+  const std::string problem = device_problem();
+  if (!problem.empty()) return fail(Status::no_gpu, problem);
+  DeviceScope scope;
+  cudaError_t e = scope.enter(device);
+  if (e != cudaSuccess) return cuda_failure(e, "cudaSetDevice");
+  e = with_kernel(dtype, kind_of(bg), [&](auto sample, auto kind) {
+    using T = decltype(sample);
+    using K = decltype(kind);
+    const void* kernel = reinterpret_cast<const void*>(pipeline_kernel<T, K>);
+    cudaError_t r = allow_shared_memory(kernel, device, K::kSmemBytes);
+    if (r == cudaSuccess) r = cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas, kernel, kThreads, K::kSmemBytes);
+    return r;
+  });
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return cuda_failure(e, "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  }
+  return {};
+}
+
+Result quantize_on_device(const BatchView& in, const BatchView& out, const QuantSpec& spec,
+                          int device, std::uintptr_t stream_handle, void* workspace,
+                          size_t workspace_bytes) {
+  Plan p;
+  Result planned = make_plan(in, out, spec, p);
+  if (!planned.ok()) return planned;
+  const Workspace w = workspace_of(p, in);
+  if (w.total() > 0 && (!workspace || workspace_bytes < w.total())) {
+    std::ostringstream msg;
+    msg << "this call needs a device workspace of " << w.total() << " bytes (got " << workspace_bytes << ")";
+    return fail(Status::bad_input, msg.str());
+  }
+  const std::string problem = device_problem();
+  if (!problem.empty()) return fail(Status::no_gpu, problem);
+  DeviceScope scope;
+  cudaError_t e = scope.enter(device);
+  if (e != cudaSuccess) return cuda_failure(e, "cudaSetDevice");
+  for (const auto& [ptr, name] : {std::pair<const void*, const char*>{in.data, "input"},
+                                  {out.data, "output"}, {workspace, "workspace"}}) {
+    if (!ptr) continue;
+    Result r = check_pointer(ptr, device, name);
+    if (r.status != Status::ok) return r;
+  }
+  auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  char* buffer = static_cast<char*>(workspace);
+  if (w.sets) {
+    // The table sets and the block map, first copied into memory this call owns: the caller's
+    // map may change once the call returns, before a stream-ordered copy has read it.
+    std::vector<char> host(w.sets + w.map);
+    std::memcpy(host.data(), p.sets.data(), w.sets);
+    std::memcpy(host.data() + w.sets, spec.block_tables, w.map);
+    p.args.sets = reinterpret_cast<const float*>(buffer);
+    p.args.block_map = reinterpret_cast<const uint8_t*>(buffer + w.sets);
+    // From pageable memory: returns once the bytes are staged, so `host` may go.
+    e = cudaMemcpyAsync(buffer, host.data(), host.size(), cudaMemcpyHostToDevice, stream);
+  }
+  if (e == cudaSuccess)
+    for_each_launch(p, in, out, buffer + w.scratch_at, [&] {
+      if (e == cudaSuccess) e = launch(p, device, stream);
+    });
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return cuda_failure(e, "launching the fdjpeg kernel");
+  }
+  return {};
+}
+
+Result emulate_on_host(const BatchView& in, const BatchView& out, const QuantSpec& spec,
+                       const EmulationOrder& order) {
+  Plan p;
+  Result planned = make_plan(in, out, spec, p);
+  if (!planned.ok()) return planned;
+  if (order.drop_barrier < -1 || order.drop_barrier > 2)
+    return fail(Status::bad_input, "drop_barrier must be -1 (none) or a barrier of the tile: 0, 1 or 2");
   if (spec.block_tables) {
     p.args.sets = p.sets.data();
     p.args.block_map = spec.block_tables;
@@ -740,19 +1212,9 @@ Result emulate_on_host(const BatchView& in, const BatchView& out, const QuantSpe
   if (p.launches > 1)
     scratch.resize(static_cast<size_t>(in.shape[0] * in.shape[1] * in.shape[2] * in.shape[3]) *
                    element_size(in.dtype));
-  p.args.in = in.data;
-  for_each_launch(p, in, out, scratch.data(), [&] {
-    switch (in.dtype) {
-      case DType::u8:
-        emulate_launch<uint8_t>(p);
-        break;
-      case DType::f32:
-        emulate_launch<float>(p);
-        break;
-      default:
-        emulate_launch<double>(p);
-    }
-  });
+  std::mt19937_64 rng(order.seed);
+  for_each_launch(p, in, out, scratch.data(),
+                  [&] { emulate_launch(p, order.shuffle ? &rng : nullptr, order.drop_barrier); });
   return {};
 }
 

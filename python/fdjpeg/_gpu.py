@@ -45,21 +45,24 @@ def apply_cuda(x: Any, spec: _pipeline.PipelineSpec) -> Any:
         out = torch.empty_like(work)  # same memory format (channels-last stays channels-last)
         out_nchw = _pipeline.as_nchw_batch(out)
         device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+        dtype = _DTYPE_NAMES[str(work.dtype)]
+        block_map = spec.block_map(n, h, w, c)
+        tables = (spec.quant, spec.dequant, spec.color, spec.subsampling, spec.level_shift, spec.passes, block_map)
+        # Table sets, block map and the intermediate image of multi-pass subsampled runs come from
+        # torch's caching allocator: freed after the call, the block is reused only in stream order.
+        size = module.workspace_size(dtype, [n, h, w, c], *tables)
+        workspace = torch.empty(size, dtype=torch.uint8, device=x.device) if size else None
         module.quantize(
             nchw.data_ptr(),
             out_nchw.data_ptr(),
-            _DTYPE_NAMES[str(work.dtype)],
+            dtype,
             [n, h, w, c],
             list(_pipeline.nchw_to_nhwc(nchw).stride()),  # element strides in the kernel's N, H, W, C order
             list(_pipeline.nchw_to_nhwc(out_nchw).stride()),
-            spec.quant,
-            spec.dequant,
-            spec.color,
-            spec.subsampling,
-            spec.level_shift,
-            spec.passes,
-            spec.block_map(n, h, w, c),
+            *tables,
             device,
             torch.cuda.current_stream(device).cuda_stream,
+            workspace.data_ptr() if size else 0,
+            size,
         )
     return _pipeline.like_input(out, x)
