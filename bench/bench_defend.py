@@ -1,60 +1,110 @@
-"""Images/s of ``fdjpeg defend`` on a folder of real photos against per-image loops of the kind
-other tools use, all measured in this run on the same files and writing the same PNG outputs:
+"""Images/s and CPU ms per image of ``fdjpeg defend`` against the worker pool anyone would write,
+all measured in one run on the same folder of real JPEG photos, with the ratios from that run.
 
-- ``PIL JPEG loop``: open, JPEG save + load through memory with Pillow (quality 75), save PNG;
-- ``ART JpegCompression loop``: IBM ART's ``JpegCompression`` preprocessor (quality 75) per image
-  (skipped when ``adversarial-robustness-toolbox`` is not installed);
-- ``fdjpeg per-image loop``: ``fdjpeg.feature_distill`` called image by image, no pipelining.
+The folder: the offline real photos of ``fdjpeg.datasets.photo_files()`` of at most 1 Mpixel, each
+flipped four ways and saved as JPEG at qualities 75 and 90 (at least 200 files); the same files as
+four WebDataset tar shards (with a ``.cls`` member each). Methods, each into a fresh folder:
 
-Also prints how close a ``--format jpeg`` output decodes to ``fdjpeg.feature_distill``, and the
-codecs alone (``--codecs-only`` prints just these): per image, on one thread, on the real JPEG photos
-of 0.2-0.4 Mpixel on disk, Pillow's JPEG decode against libjpeg-turbo (simplejpeg) and Pillow's PNG
-at level 1 against fpng, writing the Feature Distillation output of each photo.
+- ``fdjpeg defend`` (the engine, ``fdjpeg.batch.defend_files``): fd -> PNG, fd -> JPEG file,
+  jpeg q75 -> PNG on the folder; fd -> PNG on the tar shards;
+- the Pillow worker pool: ``multiprocessing.Pool`` over all cores, Pillow decode ->
+  ``fdjpeg.feature_distill(threads=1)`` -> Pillow PNG at level 1; and the same pool with Pillow's
+  JPEG q75 round trip instead of Feature Distillation;
+- NVIDIA DALI's CPU pipeline (``fn.readers.file`` -> ``fn.decoders.image(device="cpu")`` ->
+  ``fn.jpeg_compression_distortion`` -> PNG by fpng), skipped with the reason when not installed;
+- IBM ART's ``JpegCompression`` (q75) in a loop, PNG by Pillow at level 1;
+- each stage alone on one thread (decode, defend, encode, write): the ceiling is
+  ``cores / sum of the stages' CPU seconds per image``.
 
-    python bench/bench_defend.py [--copies 4] [--repeats 3] [--codecs-only]
+CPU time counts this process and its worker processes. The machine may be shared: every method is
+run ``--repeats`` times, interleaved, and the median and the range are printed. Also printed: how
+close a ``--format jpeg`` output decodes to the defense's pixels, and the codecs alone per image.
+
+    python bench/bench_defend.py [--repeats 5] [--codecs-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import multiprocessing
 import os
+import resource
 import shutil
 import statistics
+import tarfile
 import tempfile
 import threading
 import time
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 import fdjpeg
 from fdjpeg import batch, datasets, fastcodecs, imagefiles
 
-# Every method writes its PNG with fdjpeg defend's settings, so that the ratios compare the
-# defense and the pipeline, not zlib settings.
-PNG = {"compress_level": 1, "compress_type": imagefiles.PNG_STRATEGY}
+PEER_PNG = {"compress_level": 1}  # the pool anyone would write: Pillow's PNG at level 1
+PNG = {"compress_level": 1, "compress_type": imagefiles.PNG_STRATEGY}  # what fdjpeg's Pillow path writes
 
 
-def make_folder(root: str, copies: int) -> list:
-    """scikit-image's photos, each saved ``copies`` times as a quality-95 JPEG (as data sets ship)."""
+def make_folder(root: str, max_pixels: int = 1_000_000) -> list:
+    """The real photos, flipped four ways, as JPEG at qualities 75 and 90."""
+    files, _ = datasets.photo_files()
     paths = []
-    for stem, img in datasets.sample_photos().items():
-        for k in range(copies):
-            path = os.path.join(root, f"{stem}_{k}.jpg")
-            Image.fromarray(img).save(path, quality=95)
-            paths.append(path)
+    for key, path in sorted(files.items()):
+        with Image.open(path) as im:
+            if im.size[0] * im.size[1] > max_pixels:
+                continue
+            rgb = im.convert("RGB")
+        for flip in range(4):
+            img = ImageOps.mirror(rgb) if flip & 1 else rgb
+            img = ImageOps.flip(img) if flip & 2 else img
+            for quality in (75, 90):
+                out = os.path.join(root, f"{key.replace('/', '_')}_f{flip}_q{quality}.jpg")
+                img.save(out, quality=quality)
+                paths.append(out)
     return paths
 
 
-def pil_jpeg_loop(paths, dst):
-    for p in paths:
-        with Image.open(p) as im:
-            buf = io.BytesIO()
-            im.convert("RGB").save(buf, "JPEG", quality=75)
-        buf.seek(0)
-        with Image.open(buf) as im:
-            im.save(os.path.join(dst, os.path.basename(p) + ".png"), **PNG)
+def make_shards(paths: list, root: str, count: int = 4) -> None:
+    per = -(-len(paths) // count)
+    for s in range(count):
+        with tarfile.open(os.path.join(root, f"part-{s:03d}.tar"), "w") as tar:
+            for i, p in enumerate(paths[s * per : (s + 1) * per]):
+                key = f"{s:03d}/{i:05d}"
+                with open(p, "rb") as f:
+                    data = f.read()
+                for field, blob in (("jpg", data), ("cls", str(i % 10).encode())):
+                    info = tarfile.TarInfo(f"{key}.{field}")
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
+
+
+# ---- the worker pool anyone would write -----------------------------------------------------------
+
+
+def _pool_fd(job):
+    src, dst = job
+    with Image.open(src) as im:
+        x = np.asarray(im.convert("RGB"))
+    Image.fromarray(fdjpeg.feature_distill(x, threads=1)).save(dst, **PEER_PNG)
+
+
+def _pool_jpeg(job):
+    src, dst = job
+    with Image.open(src) as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=75)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.save(dst, **PEER_PNG)
+
+
+def pillow_pool(fn, paths, dst):
+    jobs = [(p, os.path.join(dst, os.path.splitext(os.path.basename(p))[0] + ".png")) for p in paths]
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        pool.map(fn, jobs, chunksize=8)
 
 
 def art_loop(paths, dst):
@@ -66,35 +116,97 @@ def art_loop(paths, dst):
             x = np.asarray(im.convert("RGB"), dtype=np.float32)[None]
         y, _ = jpeg(x)
         out = np.clip(np.rint(y[0]), 0, 255).astype(np.uint8)
-        Image.fromarray(out).save(os.path.join(dst, os.path.basename(p) + ".png"), **PNG)
+        Image.fromarray(out).save(os.path.join(dst, os.path.basename(p) + ".png"), **PEER_PNG)
 
 
-def fdjpeg_loop(paths, dst):
-    for p in paths:
-        with Image.open(p) as im:
-            x = np.asarray(im.convert("RGB"))
-        Image.fromarray(fdjpeg.feature_distill(x)).save(os.path.join(dst, os.path.basename(p) + ".png"), **PNG)
+def _dali_run(paths, dst):
+    from nvidia.dali import fn, pipeline_def
+
+    @pipeline_def(batch_size=16, num_threads=os.cpu_count(), device_id=None)
+    def pipe():
+        data, _ = fn.readers.file(files=list(paths), name="files")
+        images = fn.decoders.image(data, device="cpu")
+        return fn.jpeg_compression_distortion(images, quality=75)
+
+    p = pipe()
+    p.build()
+    n, size = 0, p.epoch_size("files")
+    while n < size:
+        (out,) = p.run()
+        for k in range(len(out)):
+            if n < size:
+                imagefiles.atomic_write(os.path.join(dst, f"{n:06d}.png"), fastcodecs.encode_png(np.asarray(out.at(k))))
+            n += 1
+
+
+def dali_method(paths):
+    """DALI's CPU pipeline run in a child process (its threads never share this process with the
+    forks of the other methods), or the reason it cannot run here."""
+    import importlib.util
+
+    if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
+        return "skipped: nvidia-dali-cuda130 is not installed"
+
+    def run(dst):
+        child = multiprocessing.get_context("spawn").Process(target=_dali_run, args=(paths, dst))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError(f"the DALI pipeline failed (exit status {child.exitcode})")
+
+    return run
 
 
 def fdjpeg_defend(src, dst, **kw):
-    summary = batch.defend_files(src, dst, progress=False, png_level=PNG["compress_level"], **kw)
+    summary = batch.defend_files(src, dst, progress=False, **kw)
     assert summary.exit_status == 0 and summary.counts["written"] > 0
 
 
-def timed(fn, repeats, scratch):
-    """Median wall seconds and CPU seconds (this process, all threads) of ``fn(dst)`` over
-    ``repeats`` runs, each into a fresh folder. CPU time matters on a shared machine, where wall
-    time also counts the other users."""
-    walls, cpus = [], []
-    for r in range(repeats):
-        dst = os.path.join(scratch, f"out{r}")
-        os.makedirs(dst)
-        start, cpu = time.perf_counter(), time.process_time()
-        fn(dst)
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - cpu)
-        shutil.rmtree(dst)
-    return statistics.median(walls), statistics.median(cpus)
+# ---- the stages alone -------------------------------------------------------------------------------
+
+
+def stages(paths, out):
+    """CPU seconds of each stage alone on one thread over all ``paths``."""
+    took = {}
+    clock = time.thread_time()
+    decoded = [imagefiles.read(p) for p in paths]
+    took["decode"] = time.thread_time() - clock
+    clock = time.thread_time()
+    defended = [fdjpeg.feature_distill(d.pixels, threads=1) for d in decoded]
+    took["defend"] = time.thread_time() - clock
+    clock = time.thread_time()
+    encoded = [imagefiles.encode(y, None, "png")[0] for y in defended]
+    took["encode"] = time.thread_time() - clock
+    clock = time.thread_time()
+    for i, data in enumerate(encoded):
+        imagefiles.atomic_write(os.path.join(out, f"{i}.png"), data)
+    took["write"] = time.thread_time() - clock
+    return took
+
+
+def _cpu() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def check_exact(src, dst_png, tars, shards_dst):
+    """PNG outputs of the folder and of the shards equal Feature Distillation of the decoded input."""
+    for name in sorted(os.listdir(src))[:40]:
+        with Image.open(os.path.join(src, name)) as im:
+            want = fdjpeg.feature_distill(np.asarray(im.convert("RGB")))
+        with Image.open(os.path.join(dst_png, os.path.splitext(name)[0] + ".png")) as im:
+            assert np.array_equal(np.asarray(im), want), name
+
+    def images(path, field):
+        with tarfile.open(path) as tar:
+            for m in tar:
+                if m.name.endswith(field):
+                    with Image.open(io.BytesIO(tar.extractfile(m).read())) as im:
+                        yield m.name.split(".")[0], np.asarray(im.convert("RGB"))
+
+    pairs = zip(images(os.path.join(tars, "part-000.tar"), ".jpg"), images(os.path.join(shards_dst, "part-000.tar"), ".png"))
+    for (key, x), (key_out, y) in pairs:
+        assert key == key_out and np.array_equal(y, fdjpeg.feature_distill(x)), key
 
 
 def jpeg_output_gap(src, scratch, defense, params, reference):
@@ -102,7 +214,7 @@ def jpeg_output_gap(src, scratch, defense, params, reference):
     dst = os.path.join(scratch, f"jpeg-gap-{defense}")
     batch.defend_files(src, dst, defense=defense, params=params, fmt="jpeg", progress=False)
     diffs = []
-    for name in sorted(os.listdir(src)):
+    for name in sorted(os.listdir(src))[:40]:
         with Image.open(os.path.join(src, name)) as im:
             want = reference(np.asarray(im.convert("RGB"))).astype(np.int16)
         with Image.open(os.path.join(dst, os.path.splitext(name)[0] + ".jpg")) as im:
@@ -196,50 +308,97 @@ def gil_stall(fn):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--copies", type=int, default=4, help="copies of each of the 9 photos (default 4)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each method, interleaved (default 5)")
     parser.add_argument("--codecs-only", action="store_true", help="only the codecs-alone table")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     codec_table(max(args.repeats, 5))
     if args.codecs_only:
         return
     scratch = tempfile.mkdtemp(prefix="bench-defend-")
     try:
-        src = os.path.join(scratch, "src")
+        src, tars = os.path.join(scratch, "src"), os.path.join(scratch, "tars")
         os.makedirs(src)
-        paths = make_folder(src, args.copies)
+        os.makedirs(tars)
+        paths = make_folder(src)
+        make_shards(paths, tars)
+        n, cores = len(paths), os.cpu_count()
         pixels = sum(Image.open(p).size[0] * Image.open(p).size[1] for p in paths)
-        print(f"{len(paths)} real photos ({pixels / len(paths) / 1e6:.2f} Mpixel each on average), "
-              f"{os.cpu_count()} cores, fdjpeg core {fdjpeg.isa()}, PNG {PNG} for every method")
+        print(f"{n} real JPEG photos ({pixels / n / 1e6:.2f} Mpixel each on average; also as 4 tar shards), "
+              f"{cores} cores, fdjpeg core {fdjpeg.isa()}, PNG by {imagefiles.png_encoder_name()}, JPEG decode by "
+              f"{imagefiles.jpeg_decoder_name()}")
         methods = {
-            "fdjpeg defend (fd, PNG)": lambda dst: fdjpeg_defend(src, dst),
-            "fdjpeg defend (jpeg q75, PNG)": lambda dst: fdjpeg_defend(src, dst, defense="jpeg", params={"quality": 75}),
-            "fdjpeg defend (fd, JPEG file)": lambda dst: fdjpeg_defend(src, dst, fmt="jpeg"),
-            "fdjpeg per-image loop (fd)": lambda dst: fdjpeg_loop(paths, dst),
-            "PIL JPEG q75 loop": lambda dst: pil_jpeg_loop(paths, dst),
+            "fdjpeg defend: fd -> PNG": lambda dst: fdjpeg_defend(src, dst),
+            "fdjpeg defend: fd -> JPEG file": lambda dst: fdjpeg_defend(src, dst, fmt="jpeg"),
+            "fdjpeg defend: jpeg q75 -> PNG": lambda dst: fdjpeg_defend(src, dst, defense="jpeg", params={"quality": 75}),
+            "fdjpeg defend: fd -> PNG, tar shards": lambda dst: fdjpeg_defend(tars, dst),
+            "Pillow pool: fd -> PNG": lambda dst: pillow_pool(_pool_fd, paths, dst),
+            "Pillow pool: JPEG q75 -> PNG": lambda dst: pillow_pool(_pool_jpeg, paths, dst),
         }
+        skipped = {}
+        dali = dali_method(paths)
+        if isinstance(dali, str):
+            skipped["DALI CPU: jpeg distortion -> PNG"] = dali
+        else:
+            methods["DALI CPU: jpeg distortion -> PNG"] = dali
         try:
             import art  # noqa: F401
 
             methods["ART JpegCompression q75 loop"] = lambda dst: art_loop(paths, dst)
-        except ImportError:
-            print("ART not installed (pip install adversarial-robustness-toolbox): its row is skipped")
-        times = {name: timed(fn, args.repeats, scratch) for name, fn in methods.items()}
-        rates = {name: len(paths) / wall for name, (wall, _) in times.items()}
-        print(f"\n{'method':34s} {'images/s':>9s} {'CPU ms/image':>13s}")
-        for name, (wall, cpu) in times.items():
-            print(f"{name:34s} {rates[name]:9.1f} {1e3 * cpu / len(paths):13.1f}")
+        except ImportError as exc:
+            skipped["ART JpegCompression q75 loop"] = f"skipped: {exc}"
+        walls = {name: [] for name in methods}
+        cpus = {name: [] for name in methods}
+        stage_runs, loads = [], []
+        for r in range(args.repeats):  # interleaved, so that a busy spell hits every method alike
+            out = os.path.join(scratch, "stages")
+            os.makedirs(out)
+            stage_runs.append(stages(paths, out))
+            shutil.rmtree(out)
+            for name, fn in methods.items():
+                dst = os.path.join(scratch, "out")
+                os.makedirs(dst)
+                start, cpu = time.perf_counter(), _cpu()
+                fn(dst)
+                walls[name].append(time.perf_counter() - start)
+                cpus[name].append(_cpu() - cpu)
+                if r == 0 and name == "fdjpeg defend: fd -> PNG, tar shards":
+                    shutil.copytree(dst, os.path.join(scratch, "shards-out"))
+                if r == 0 and name == "fdjpeg defend: fd -> PNG":
+                    shutil.copytree(dst, os.path.join(scratch, "png-out"))
+                shutil.rmtree(dst)
+            loads.append(os.getloadavg()[0])
+        check_exact(src, os.path.join(scratch, "png-out"), tars, os.path.join(scratch, "shards-out"))
+        stage_ms = {k: 1e3 * statistics.median(run[k] for run in stage_runs) / n for k in stage_runs[0]}
+        ceiling = cores / (sum(stage_ms.values()) / 1e3)
+        rate = {k: n / statistics.median(v) for k, v in walls.items()}
+        cpu_ms = {k: 1e3 * statistics.median(v) / n for k, v in cpus.items()}
+        print(f"\n{'method':40s} {'images/s (range)':>22s} {'CPU ms/image':>13s}")
+        for name in methods:
+            lo, hi = n / max(walls[name]), n / min(walls[name])
+            print(f"{name:40s} {rate[name]:8.1f} ({lo:5.0f}-{hi:5.0f}) {cpu_ms[name]:13.2f}")
+        for name, why in skipped.items():
+            print(f"{name:40s} {why}")
+        print("\nstages alone, one thread, median CPU ms per image: " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms.items())
+              + f"; ceiling on {cores} cores: {ceiling:.0f} images/s")
+        pool = "Pillow pool: fd -> PNG"
         print()
-        pairs = [
-            ("fdjpeg defend (jpeg q75, PNG)", "PIL JPEG q75 loop", "same defense, same PNG output"),
-            ("fdjpeg defend (jpeg q75, PNG)", "ART JpegCompression q75 loop", "same defense, same PNG output"),
-            ("fdjpeg defend (fd, PNG)", "fdjpeg per-image loop (fd)", "same work: what the pipelining adds"),
-        ]
-        for ours, peer, what in pairs:
-            if peer in rates:
-                print(f"{ours} vs {peer}: {rates[ours] / rates[peer]:.2f}x the images/s, "
-                      f"{times[ours][1] / times[peer][1]:.2f}x the CPU time  ({what})")
-        print(f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n")
+        for name in ("fdjpeg defend: fd -> PNG", "fdjpeg defend: fd -> PNG, tar shards"):
+            print(f"{name}: {rate[name] / rate[pool]:.2f}x the Pillow pool's images/s (target 5x, floor 4x), "
+                  f"{100 * rate[name] / ceiling:.0f}% of the stage-alone ceiling (target 80%); "
+                  f"CPU per image {cpu_ms[pool] / cpu_ms[name]:.1f}x less than the pool; the stages alone "
+                  f"need {100 * sum(stage_ms.values()) / cpu_ms[name]:.0f}% of its CPU per image")
+        print(f"fdjpeg defend: jpeg q75 -> PNG vs Pillow pool: JPEG q75 -> PNG: "
+              f"{rate['fdjpeg defend: jpeg q75 -> PNG'] / rate['Pillow pool: JPEG q75 -> PNG']:.2f}x the images/s")
+        if "ART JpegCompression q75 loop" in rate:
+            print(f"fdjpeg defend: jpeg q75 -> PNG vs ART JpegCompression loop: "
+                  f"{rate['fdjpeg defend: jpeg q75 -> PNG'] / rate['ART JpegCompression q75 loop']:.2f}x the images/s")
+        print(f"PNG outputs equal fdjpeg.feature_distill of the decoded input: checked. "
+              f"Load average during the runs: {min(loads):.1f}-{max(loads):.1f} on {cores} cores\n")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"images": n, "cores": cores, "images_per_s": rate, "cpu_ms": cpu_ms, "walls": walls,
+                           "stages_ms": stage_ms, "ceiling": ceiling, "skipped": skipped, "loads": loads}, f, indent=1)
         gaps = {
             "fd": ({}, fdjpeg.feature_distill),
             "jpeg": ({"quality": 75}, lambda x: fdjpeg.jpeg(x, 75)),

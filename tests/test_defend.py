@@ -318,11 +318,11 @@ def _run_cli(args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _stop_when_started(proc, dst, sig):
-    """Send ``sig`` once the first output exists (the run is mid-way)."""
+def _stop_when_started(proc, dst, sig, suffix=".png"):
+    """Send ``sig`` once the first output (a name ending in ``suffix``) exists (the run is mid-way)."""
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
-        if os.path.isdir(dst) and any(n.endswith(".png") for n in os.listdir(dst)):
+        if os.path.isdir(dst) and any(n.endswith(suffix) for n in os.listdir(dst)):
             break
         time.sleep(0.005)
     proc.send_signal(sig)

@@ -5,10 +5,7 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import tarfile
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +13,7 @@ from PIL import Image
 
 import fdjpeg
 from fdjpeg import batch, cli, datasets
+from test_defend import _run_cli, _stop_when_started
 
 
 def _jpeg(img, quality=90):
@@ -176,15 +174,7 @@ def test_killed_run_leaves_whole_shards_and_resume_finishes(tmp_path, sig):
         made[f"s{s}.tar"] = _photo_samples(f"s{s}", 12, offset=s)
         _write_shard(src / f"s{s}.tar", made[f"s{s}.tar"])
     dst = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "fdjpeg", "defend", str(src), str(dst), "--quiet", "--threads", "1",
-                             "--batch-size", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.isdir(dst) and any(n.endswith(".tar") for n in os.listdir(dst)):
-            break
-        time.sleep(0.005)
-    proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    _stop_when_started(_run_cli([str(src), str(dst), "--quiet", "--threads", "1", "--batch-size", "1"]), dst, sig, ".tar")
     done = sorted(n for n in os.listdir(dst) if n.endswith(".tar"))
     assert 0 < len(done) < 6, f"the run was not stopped mid-way ({len(done)} done)"
     if sig == signal.SIGINT:

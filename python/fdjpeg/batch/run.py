@@ -48,7 +48,8 @@ def defend_files(
     the report (JSON) goes to ``report`` or ``DST/fdjpeg-report.json``. KeyboardInterrupt (Ctrl-C),
     or ``stop`` being set (the command sets it from SIGINT / SIGTERM), stops the run with no partial
     output left behind; with ``stop`` the run ends at the next safe point and raises
-    KeyboardInterrupt there."""
+    KeyboardInterrupt there. ``threads``: the cores to use (default all), one worker process each
+    (:mod:`.pipeline`); ``io_threads``: each worker's writer threads; ``batch_size``: a worker's chunk."""
     params = dict(params or {})
     if fmt is None:
         fmt = "jpeg" if os.path.splitext(dst)[1].lower() in (".jpg", ".jpeg") else "png"
