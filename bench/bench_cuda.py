@@ -21,8 +21,10 @@ import sys
 import time
 
 
-def gpu_time(fn, reps: int, warmup: int = 3) -> float:
-    """Median seconds per call of `fn` on the current stream, timed with CUDA events."""
+def gpu_time(fn, reps: int, warmup: int = 3, calls: int = 20) -> float:
+    """Median seconds per call of `fn` on the current stream: `calls` back-to-back calls between
+    one pair of CUDA events, so that a short kernel is not measured against the host's per-call
+    overhead (Python, argument checks, the launch) but as the GPU runs them in a stream."""
     import torch
 
     for _ in range(warmup):
@@ -32,10 +34,11 @@ def gpu_time(fn, reps: int, warmup: int = 3) -> float:
     for _ in range(reps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+        times.append(start.elapsed_time(end) / 1e3 / calls)
     return statistics.median(times)
 
 
@@ -89,7 +92,13 @@ def main(argv=None) -> int:
         rows.append((name, seconds))
         print(f"{name:48s} {seconds * 1e3:9.3f} ms  {pixels / seconds / 1e9:8.2f} Gpixel/s", flush=True)
 
+    module_ = _gpu.cuda_module()
     for label, x in (("uint8", u8), ("float32", f32)):
+        dtype = "uint8" if label == "uint8" else "float32"
+        occupancy = {sub: module_.occupancy(dtype, [n, s, s, 3], color, sub, shift, dev.index or 0)
+                     for sub, color, shift in ((0, 0, False), (2, 1, True))}
+        print(f"occupancy, {label}: FD {occupancy[0]} CTAs/SM, jpeg 4:2:0 {occupancy[2]} CTAs/SM "
+              "(cudaOccupancyMaxActiveBlocksPerMultiprocessor)")
         out = torch.empty_like(x)
         record(f"D2D copy, {label} (roofline)", gpu_time(lambda: out.copy_(x), args.reps))
         record(f"fdjpeg FD, {label}, CUDA", gpu_time(lambda: fdjpeg.feature_distill(x), args.reps))

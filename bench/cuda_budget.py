@@ -44,7 +44,7 @@ CASES = [
     ("jpeg 4:4:4", "f32", 1, 0, True),
     ("jpeg 4:2:0", "f32", 1, 2, True),
 ]
-PHASES = {1: "load", 2: "transform", 3: "store"}
+PHASES = {1: "load", 4: "ring", 2: "transform", 3: "store"}
 # The kernel's Kind<components, YCbCr, HF, VF> for 3-channel images, by (color, subsampling).
 KINDS = {(0, 0): "3, false, 1, 1", (1, 0): "3, true, 1, 1", (1, 1): "3, true, 2, 1", (1, 2): "3, true, 2, 2"}
 
@@ -61,7 +61,7 @@ HOST_MAIN = r"""
 #include <vector>
 #include "fdjpeg_cuda.hpp"
 namespace fdjpeg { namespace cuda {
-extern long long budget_hits[4];
+extern long long budget_hits[BUDGET_MARKS];
 Result budget_plan(const BatchView&, const BatchView&, const QuantSpec&, size_t*, int64_t*);
 }}
 using namespace fdjpeg;
@@ -73,17 +73,19 @@ template <class T> void run(int h, int w, int color, int sub, int shift) {
   BatchView a, b;
   a.data = in.data(); b.data = out.data();
   a.dtype = b.dtype = sizeof(T) == 1 ? DType::u8 : DType::f32;
-  const int64_t shape[4] = {1, h, w, 3}, stride[4] = {int64_t(h) * w * 3, int64_t(w) * 3, 3, 1};
+  // N x 3 x H x W (torch's default layout), seen as N, H, W, C
+  const int64_t shape[4] = {1, h, w, 3}, stride[4] = {int64_t(h) * w * 3, w, 1, int64_t(h) * w};
   for (int d = 0; d < 4; ++d) { a.shape[d] = b.shape[d] = shape[d]; a.stride[d] = b.stride[d] = stride[d]; }
   QuantSpec spec;
   spec.color = Color(color); spec.subsampling = Subsampling(sub); spec.level_shift = shift;
   spec.quant = spec.dequant = q.data();
   size_t smem = 0; int64_t tiles = 0;
   Result r = cuda::budget_plan(a, b, spec, &smem, &tiles);
-  if (r.ok()) r = cuda::emulate_on_host(a, b, spec, cuda::EmulationOrder{});
+  if (r.ok()) r = cuda::emulate_on_host(a, b, spec EMULATION_ORDER);
   if (!r.ok()) { std::fprintf(stderr, "%s\n", r.message.c_str()); std::exit(1); }
-  std::printf("%zu %lld %lld %lld %lld\n", smem, (long long)tiles, cuda::budget_hits[1],
-              cuda::budget_hits[2], cuda::budget_hits[3]);
+  std::printf("%zu %lld", smem, (long long)tiles);
+  for (int k = 1; k < 8; ++k) std::printf(" %lld", k < BUDGET_MARKS ? cuda::budget_hits[k] : 0);
+  std::printf("\n");
 }
 int main(int argc, char** argv) {
   const int h = std::atoi(argv[2]), w = std::atoi(argv[3]), color = std::atoi(argv[4]),
@@ -144,8 +146,17 @@ def parse_sass(text: str) -> dict[str, list[tuple[int, str]]]:
     return kernels
 
 
+def marker_id(ins: str) -> int:
+    """k of a marker NANOSLEEP k (0 shows as RZ: loops not measured)."""
+    arg = re.match(r"NANOSLEEP\s+(\S+)", ins).group(1)
+    return 0 if arg == "RZ" else int(arg, 0)
+
+
 def loop_costs(code: list[tuple[int, str]]) -> dict[int, float]:
-    """Marker k -> instructions per pass through the innermost loop body holding it."""
+    """Marker k -> instructions per pass through the loop body it heads. A loop the compiler
+    unrolled (its trip count is bounded by the tile) shows the marker once per copy: the cost is
+    then the distance between consecutive copies; else the innermost loop (a backward branch)
+    around the marker is the body."""
     loops = []
     for addr, ins in code:
         m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", ins)
@@ -153,18 +164,20 @@ def loop_costs(code: list[tuple[int, str]]) -> dict[int, float]:
             loops.append((int(m.group(1), 16), addr))
     costs: dict[int, float] = {}
     for addr, ins in code:
-        m = re.match(r"NANOSLEEP\s+(0x[0-9a-f]+|\d+)", ins)
-        if not m:
+        if not ins.startswith("NANOSLEEP"):
             continue
-        k = int(m.group(1), 0)
+        k = marker_id(ins)
         around = [(lo, hi) for lo, hi in loops if lo <= addr <= hi]
-        if not around or k in costs:
+        if not around or k in costs or k == 0:
             continue
         lo, hi = min(around, key=lambda r: r[1] - r[0])
-        body = [i for a, i in code if lo <= a <= hi]
-        marks = [i for i in body if i.startswith("NANOSLEEP")]
-        same = [i for i in marks if int(re.match(r"NANOSLEEP\s+(\S+)", i).group(1), 0) == k]
-        costs[k] = (len(body) - len(marks)) / len(same)
+        body = [(a, i) for a, i in code if lo <= a <= hi]
+        copies = [n for n, (a, i) in enumerate(body) if i.startswith("NANOSLEEP") and marker_id(i) == k]
+        if len(copies) > 1:
+            span = body[copies[0] : copies[-1]]
+            costs[k] = sum(not i.startswith("NANOSLEEP") for _, i in span) / (len(copies) - 1)
+        else:
+            costs[k] = sum(not i.startswith("NANOSLEEP") for _, i in body)
     return costs
 
 
@@ -189,14 +202,15 @@ def ctas_per_sm(arch: int, regs: int, smem: int, threads: int) -> tuple[int, str
     return n, limiter
 
 
-def kernel_for(names: dict[str, str], dtype: str, color: int, sub: int) -> str:
+def kernel_for(names: dict[str, str], dtype: str, color: int, sub: int, shift: bool) -> str:
     """The kernel a call launches: pipeline_kernel<T> (one per sample type), or
     pipeline_kernel<T, Kind<...>> where the kernel is also a template on the kind of image."""
     ctype = "unsigned char" if dtype == "u8" else "float"
     ours = [m for m, d in names.items() if "pipeline_kernel<" in d and f"<{ctype}" in d]
     kinded = [m for m in ours if "Kind<" in names[m]]
     if kinded:
-        ours = [m for m in kinded if f"Kind<{KINDS[color, sub]}>" in names[m]]
+        kind = f"Kind<{KINDS[color, sub]}"
+        ours = [m for m in kinded if re.search(rf"{kind}(, {'true' if shift else 'false'})?>", names[m])]
     if len(ours) != 1:
         sys.exit(f"cannot tell the kernel of {dtype} color {color} subsampling {sub} among {[names[m] for m in ours]}")
     return ours[0]
@@ -207,18 +221,23 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024, help="image side for the trip counts (default 1024)")
     ap.add_argument("--arch", type=int, nargs="+", default=[90, 80])
     ap.add_argument("--keep", help="keep the build products in this folder")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the source tree to measure (e.g. a worktree of an older commit)")
     args = ap.parse_args()
     nvcc, cuobjdump = tool("nvcc"), tool("cuobjdump")
     # cuobjdump -sass runs nvdisasm (nvidia-cuda-nvdisasm), found through PATH.
     os.environ["PATH"] = os.path.dirname(tool("nvdisasm")) + os.pathsep + os.environ["PATH"]
     work = Path(args.keep or tempfile.mkdtemp(prefix="fdjpeg-budget-"))
     work.mkdir(parents=True, exist_ok=True)
-    src = ROOT / "cuda" / "fdjpeg_cuda.cu"
-    inc = ["-I", str(ROOT / "csrc"), "-I", str(ROOT / "cuda"), "-DFDJPEG_BUDGET"]
+    root = args.root.resolve()
+    src = root / "cuda" / "fdjpeg_cuda.cu"
+    inc = ["-I", str(root / "csrc"), "-I", str(root / "cuda"), "-DFDJPEG_BUDGET"]
+    # Older trees: fewer marker slots, emulate_on_host() without an order argument.
+    marks = re.search(r"budget_hits\[(\d+)\]", src.read_text()).group(1)
+    order = ", cuda::EmulationOrder{}" if "EmulationOrder" in (root / "cuda" / "fdjpeg_cuda.hpp").read_text() else ""
 
-    (work / "main.cu").write_text(HOST_MAIN)
+    (work / "main.cu").write_text(HOST_MAIN.replace("BUDGET_MARKS", marks).replace(" EMULATION_ORDER", order))
     host = work / "budget_host"
-    sh([nvcc, *FLAGS, *inc, "-gencode", "arch=compute_90,code=compute_90", str(src), str(ROOT / "csrc" / "spec.cpp"),
+    sh([nvcc, *FLAGS, *inc, "-gencode", "arch=compute_90,code=compute_90", str(src), str(root / "csrc" / "spec.cpp"),
         str(work / "main.cu"), "-o", str(host)])
 
     sass: dict[int, dict[str, list]] = {}
@@ -235,22 +254,24 @@ def main() -> None:
 
     threads = 256
     print(f"image {args.size} x {args.size} x 3, CTAs of {threads} threads; thread instructions per output pixel")
-    head = f"{'case':<12}{'dtype':<6}{'arch':>5}{'load':>8}{'transf':>8}{'store':>8}{'total':>8}{'regs':>6}{'smem B':>8}  CTAs/SM (limit)   kernel instrs"
+    head = (f"{'case':<12}{'dtype':<6}{'arch':>5}{'load':>7}{'ring':>7}{'transf':>7}{'store':>7}{'total':>7}"
+            f"{'regs':>6}{'smem B':>8}  CTAs/SM (limit)   kernel instrs")
     print(head)
     for label, dtype, color, sub, shift in CASES:
         out = sh([str(host), dtype, str(args.size), str(args.size), str(color), str(sub), str(int(shift))]).split()
         smem, _tiles, *hits = (int(v) for v in out)
         pixels = args.size * args.size
         for arch in args.arch:
-            k = kernel_for(names, dtype, color, sub)
+            k = kernel_for(names, dtype, color, sub, shift)
             code = sass[arch][k]
             costs = loop_costs(code)
-            per = {p: costs.get(p, float("nan")) * hits[p - 1] / pixels for p in PHASES}
+            # a phase without hits (no ring) costs nothing; one with hits but no marker is unknown
+            per = {p: (costs.get(p, float("nan")) * hits[p - 1] if hits[p - 1] else 0.0) / pixels for p in PHASES}
             regs, static = res[arch].get(k, (0, 0))
             # cuobjdump counts the runtime's reserved 1 KB as static shared memory on sm_90.
             cta_smem = smem + max(static, LIMITS[arch]["reserved"])
             n, limiter = ctas_per_sm(arch, regs, cta_smem, threads)
-            print(f"{label:<12}{dtype:<6}{arch:>5}{per[1]:>8.1f}{per[2]:>8.1f}{per[3]:>8.1f}{sum(per.values()):>8.1f}"
+            print(f"{label:<12}{dtype:<6}{arch:>5}{per[1]:>7.1f}{per[4]:>7.1f}{per[2]:>7.1f}{per[3]:>7.1f}{sum(per.values()):>7.1f}"
                   f"{regs:>6}{cta_smem:>8}  {n} ({limiter}){'':<6}{len(code)}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

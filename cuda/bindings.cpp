@@ -89,11 +89,12 @@ size_t workspace_size(const std::string& dtype, const std::vector<int64_t>& shap
 }
 
 int occupancy(const std::string& dtype, const std::vector<int64_t>& shape, const py::object& color,
-              const py::object& subsampling, int device) {
+              const py::object& subsampling, bool level_shift, int device) {
   const fdjpeg::DType code = dtype_code(dtype);
   fdjpeg::QuantSpec spec;
   spec.color = fdjpeg::python::color_arg(color);
   spec.subsampling = fdjpeg::python::subsampling_arg(subsampling);
+  spec.level_shift = level_shift;
   int ctas = 0;
   fdjpeg::Result r;
   {
@@ -148,7 +149,7 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("passes"), py::arg("block_tables") = py::none(),
         "Bytes of device workspace quantize() needs for this call (often 0).");
   m.def("occupancy", &occupancy, py::arg("dtype"), py::arg("shape"), py::arg("color"),
-        py::arg("subsampling"), py::arg("device") = 0,
+        py::arg("subsampling"), py::arg("level_shift"), py::arg("device") = 0,
         "CTAs of the kernel for such a call that fit on one multiprocessor of `device`.");
   m.def("emulate", &emulate, py::arg("input"), py::arg("output"), py::arg("quant"),
         py::arg("dequant"), py::arg("color"), py::arg("subsampling"), py::arg("level_shift"),

@@ -50,7 +50,7 @@
 #ifdef FDJPEG_BUDGET
 namespace fdjpeg {
 namespace cuda {
-long long budget_hits[4];
+long long budget_hits[8];
 }
 }  // namespace fdjpeg
 #ifdef __CUDA_ARCH__
@@ -82,23 +82,59 @@ constexpr int kLumaStride = kTileW + 4;  // floats; see Kind::kChromaStride
 constexpr int kRecord = 20;
 constexpr int kSetFloats = 3 * 8 * kRecord;
 
-// The kernel's float: every operation rounded to nearest (csrc/block_math.hpp's *_rn).
-struct Rn {
+// The kernel's float: every operation rounded to nearest (csrc/block_math.hpp's *_rn). INT: the
+// image has 8-bit samples, whose results are cast to integers in the end (see round_even below).
+template <bool INT>
+struct RnT {
   float v;
-  FDJPEG_HD static Rn all(float c) { return {c}; }
-  FDJPEG_HD static Rn load(const float* p) { return {*p}; }
-  FDJPEG_HD Rn clamp(float lo, float hi) const { return {v < lo ? lo : (v > hi ? hi : v)}; }
+  FDJPEG_HD static RnT all(float c) { return {c}; }
+  FDJPEG_HD static RnT load(const float* p) { return {*p}; }
+  // clamp255: max / min instructions on the device (they differ from the CPU's comparisons only
+  // for NaN, which the GPU path does not promise to keep); the CPU's expression on the host.
+  FDJPEG_HD RnT clamp(float lo, float hi) const {
+#ifdef __CUDA_ARCH__
+    return {fminf(fmaxf(v, lo), hi)};
+#else
+    return {v < lo ? lo : (v > hi ? hi : v)};
+#endif
+  }
 };
-FDJPEG_HD Rn operator+(Rn a, Rn b) { return {block::add_rn(a.v, b.v)}; }
-FDJPEG_HD Rn operator-(Rn a, Rn b) { return {block::sub_rn(a.v, b.v)}; }
-FDJPEG_HD Rn operator*(Rn a, Rn b) { return {block::mul_rn(a.v, b.v)}; }
-FDJPEG_HD Rn operator/(Rn a, Rn b) { return {block::div_rn(a.v, b.v)}; }
+template <bool INT>
+FDJPEG_HD RnT<INT> operator+(RnT<INT> a, RnT<INT> b) { return {block::add_rn(a.v, b.v)}; }
+template <bool INT>
+FDJPEG_HD RnT<INT> operator-(RnT<INT> a, RnT<INT> b) { return {block::sub_rn(a.v, b.v)}; }
+template <bool INT>
+FDJPEG_HD RnT<INT> operator*(RnT<INT> a, RnT<INT> b) { return {block::mul_rn(a.v, b.v)}; }
+template <bool INT>
+FDJPEG_HD RnT<INT> operator/(RnT<INT> a, RnT<INT> b) { return {block::div_rn(a.v, b.v)}; }
+
+}  // namespace
+namespace {
+namespace block {
+// Round half to even in one instruction for 8-bit images: rintf(v) equals the header's
+// (v + 1.5 * 2^23) - 1.5 * 2^23 for every |v| < 2^22 except that it keeps the sign of a zero
+// (-0.3 -> -0, not +0). The sign of a zero never changes a non-zero result of +, -, * or a
+// comparison, and 8-bit results are cast to integers, so the samples are the same. Float
+// images keep the header's rounding: there a -0 could reach the output.
+template <>
+FDJPEG_HD RnT<true> round_even<RnT<true>>(RnT<true> x) {
+#ifdef __CUDA_ARCH__
+  return {rintf(x.v)};
+#else
+  return {std::nearbyint(x.v)};
+#endif
+}
+}  // namespace block
+
+template <class T>
+using Rn = RnT<std::is_same<T, uint8_t>::value>;
 
 // The shape of a tile for one kind of image. COMPS planes go through the DCT; HF x VF luma pixels
 // share one chroma sample.
-template <int COMPS, bool YCC, int HF, int VF>
+template <int COMPS, bool YCC, int HF, int VF, bool SHIFT>
 struct Kind {
   static constexpr int kComps = COMPS;
+  static constexpr bool kShift = SHIFT;  // level shift: 128 subtracted before the DCT
   static constexpr bool kYcc = YCC;
   static constexpr int kHf = HF, kVf = VF;
   static constexpr bool kSub = HF * VF > 1;
@@ -121,11 +157,18 @@ struct Kind {
   static_assert((kBlocks * 8) % 32 == 0, "whole warps take part in every __syncwarp");
 };
 
-using Grey = Kind<1, false, 1, 1>;
-using Planes = Kind<3, false, 1, 1>;
-using Ycc444 = Kind<3, true, 1, 1>;
-using Ycc422 = Kind<3, true, 2, 1>;
-using Ycc420 = Kind<3, true, 2, 2>;
+template <bool SHIFT>
+using Grey = Kind<1, false, 1, 1, SHIFT>;
+template <bool SHIFT>
+using Planes = Kind<3, false, 1, 1, SHIFT>;
+template <bool SHIFT>
+using Ycc444 = Kind<3, true, 1, 1, SHIFT>;
+template <bool SHIFT>
+using Ycc422 = Kind<3, true, 2, 1, SHIFT>;
+template <bool SHIFT>
+using Ycc420 = Kind<3, true, 2, 2, SHIFT>;
+
+constexpr float kLevelShift = 128.f;
 
 struct Geometry {
   // Within an image, coordinates and element offsets are 32-bit (checked on the host): fewer
@@ -135,7 +178,6 @@ struct Geometry {
   int chroma_height = 0, chroma_width = 0;  // real chroma extent (edges of upsampling)
   int chroma_block_rows = 0, chroma_block_cols = 0;  // the padded chroma plane in blocks
   bool fancy_upsampling = true;  // false: replicate chroma (BlockGeometry::fancy_upsampling)
-  float shift = 0.f;
   int tiles_x = 0, tiles_per_image = 0;
 };
 
@@ -165,6 +207,7 @@ struct Tile {
   float* luma = nullptr;
   float* chroma[2] = {nullptr, nullptr};
   float* tables = nullptr;
+  const uint8_t* block_map = nullptr;  // the image's block map, if any
 };
 
 FDJPEG_HD int imin(int a, int b) { return b < a ? b : a; }
@@ -198,21 +241,24 @@ FDJPEG_HD void store_quad(T* p, const Quad<T>& q) {
 #endif
 }
 
-FDJPEG_HD void ld4(const float* p, Rn* v) {
+template <class V>
+FDJPEG_HD void ld4(const float* p, V* v) {
   const Quad<float> q = load_quad(p);
   for (int k = 0; k < 4; ++k) v[k].v = q.v[k];
 }
-FDJPEG_HD void st4(float* p, const Rn* v) {
+template <class V>
+FDJPEG_HD void st4(float* p, const V* v) {
   Quad<float> q;
   for (int k = 0; k < 4; ++k) q.v[k] = v[k].v;
   store_quad(p, q);
 }
 
 // The NC channels of 4 pixels of a row from column x (may lie partly outside the image: columns
-// are clamped to [0, width), as the CPU core pads), as samples 0..255.
-template <class T, int NC>
-FDJPEG_HD void fetch4(const T* row, int x, int width, const int* ss, bool vector, Rn (*v)[4]) {
-  if (vector && x >= 0 && x + 3 < width) {
+// are clamped to [0, width), as the CPU core pads), as samples 0..255. VEC: the caller knows that
+// they are inside and can be read as one vector (else `vector` says whether the layout allows it).
+template <class T, int NC, bool VEC>
+FDJPEG_HD void fetch4(const T* row, int x, int width, const int* ss, bool vector, Rn<T> (*v)[4]) {
+  if (VEC || (vector && x >= 0 && x + 3 < width)) {
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
       const Quad<T> q = load_quad(row + x + c * ss[2]);
@@ -230,9 +276,10 @@ FDJPEG_HD void fetch4(const T* row, int x, int width, const int* ss, bool vector
 }
 
 // Writes the NC channels of the pixels x..x+3 of a row that lie inside the image (x < width).
-template <class T, int NC>
-FDJPEG_HD void put4(T* row, int x, int width, const int* os, bool vector, const Rn (*v)[4]) {
-  if (vector && x + 3 < width) {
+// VEC as for fetch4.
+template <class T, int NC, bool VEC>
+FDJPEG_HD void put4(T* row, int x, int width, const int* os, bool vector, const Rn<T> (*v)[4]) {
+  if (VEC || (vector && x + 3 < width)) {
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
       Quad<T> q;
@@ -282,6 +329,7 @@ FDJPEG_HD Tile make_tile(const KernelArgs& a, int index, float* smem) {
   t.chroma[0] = smem + K::kTileH * kLumaStride;
   t.chroma[1] = t.chroma[0] + K::kChromaFloats;
   t.tables = t.chroma[1] + K::kChromaFloats;
+  if (a.block_map) t.block_map = a.block_map + t.image * a.block_rows * a.block_cols;
   return t;
 }
 
@@ -290,7 +338,7 @@ constexpr bool kIntegerSamples = std::is_same<T, uint8_t>::value;
 
 // Colour conversion of the NP pixels of v (channels x pixels) into luma and two chroma planes.
 template <class T, class K, int NP>
-FDJPEG_HD void to_planes(const Rn (*v)[NP], Rn* y, Rn* c1, Rn* c2) {
+FDJPEG_HD void to_planes(const Rn<T> (*v)[NP], Rn<T>* y, Rn<T>* c1, Rn<T>* c2) {
 #pragma unroll
   for (int k = 0; k < NP; ++k) {
     if (K::kYcc) {
@@ -306,16 +354,15 @@ FDJPEG_HD void to_planes(const Rn (*v)[NP], Rn* y, Rn* c1, Rn* c2) {
 }
 
 // Phase 1 without subsampling: a warp per tile row, 4 pixels per lane.
-template <class T, class K>
-FDJPEG_HD void load_plain(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
-                          bool vector, int tid) {
-  const int lane = tid & 31, x = 4 * lane;
-  if (x >= t.w) return;
+template <class T, class K, bool VEC>
+FDJPEG_HD void load_plain_rows(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                               bool vector, int tid) {
+  const int x = 4 * (tid & 31);
   for (int y = tid >> 5; y < t.h; y += kWarps) {
-    FDJPEG_BUDGET_MARK(1);
+    FDJPEG_BUDGET_MARK(VEC ? 1 : 0);
     const T* row = src + imin(t.y0 + y, a.g.height - 1) * ss[0];
-    Rn v[K::kComps][4], l[4], c1[4], c2[4];
-    fetch4<T, K::kComps>(row, t.x0 + x, a.g.width, ss, vector, v);
+    Rn<T> v[K::kComps][4], l[4], c1[4], c2[4];
+    fetch4<T, K::kComps, VEC>(row, t.x0 + x, a.g.width, ss, vector, v);
     to_planes<T, K, 4>(v, l, c1, c2);
     st4(t.luma + y * kLumaStride + x, l);
     if (K::kComps == 3) {
@@ -325,17 +372,30 @@ FDJPEG_HD void load_plain(const KernelArgs& a, const Tile& t, const T* src, cons
   }
 }
 
+// A lane's 4 pixels are in the image and can move as one vector in all its rows, or in none:
+// the loops are chosen once (the common one without the tests).
+template <class T, class K>
+FDJPEG_HD void load_plain(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                          bool vector, int tid) {
+  const int x = 4 * (tid & 31);
+  if (x >= t.w) return;
+  if (vector && t.x0 + x + 3 < a.g.width)
+    load_plain_rows<T, K, true>(a, t, src, ss, vector, tid);
+  else
+    load_plain_rows<T, K, false>(a, t, src, ss, vector, tid);
+}
+
 // Phase 1 with subsampling, one item: two chroma samples (columns cc, cc + 1 of chroma row cr, in
 // image chroma coordinates), from their 4 x VF pixels; luma too for the tile's own cells.
-template <class T, class K, bool LUMA>
+template <class T, class K, bool LUMA, bool VEC>
 FDJPEG_HD void load_cells(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
                           bool vector, int cr, int cc) {
   constexpr int VF = K::kVf;
-  Rn v[VF][3][4], l[VF][4], c1[VF][4], c2[VF][4];
+  Rn<T> v[VF][3][4], l[VF][4], c1[VF][4], c2[VF][4];
 #pragma unroll
   for (int dy = 0; dy < VF; ++dy) {
     const T* row = src + imin(cr * VF + dy, a.g.height - 1) * ss[0];
-    fetch4<T, 3>(row, 2 * cc, a.g.width, ss, vector, v[dy]);
+    fetch4<T, 3, VEC>(row, 2 * cc, a.g.width, ss, vector, v[dy]);
     to_planes<T, K, 4>(v[dy], l[dy], c1[dy], c2[dy]);
     if (LUMA) st4(t.luma + (cr * VF + dy - t.y0) * kLumaStride + 2 * cc - t.x0, l[dy]);
   }
@@ -352,24 +412,37 @@ FDJPEG_HD void load_cells(const KernelArgs& a, const Tile& t, const T* src, cons
   }
 }
 
+// The tile's own cells: a warp per chroma row, 2 chroma columns (4 pixels) per lane.
+template <class T, class K, bool VEC>
+FDJPEG_HD void load_tile_cells(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                               bool vector, int tid) {
+  constexpr int VF = K::kVf;
+  const int cc = t.x0 / 2 + 2 * (tid & 31);
+  for (int r = tid >> 5; r < t.h / VF; r += kWarps) {
+    FDJPEG_BUDGET_MARK(VEC ? 1 : 0);
+    load_cells<T, K, true, VEC>(a, t, src, ss, vector, t.y0 / VF + r, cc);
+  }
+}
+
 template <class T, class K>
 FDJPEG_HD void load_subsampled(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
                                bool vector, int tid) {
   constexpr int VF = K::kVf;
-  // The tile's own cells: a warp per chroma row, 2 chroma columns (4 pixels) per lane.
-  const int lane = tid & 31;
-  if (4 * lane < t.w)
-    for (int r = tid >> 5; r < t.h / VF; r += kWarps) {
-      FDJPEG_BUDGET_MARK(1);
-      load_cells<T, K, true>(a, t, src, ss, vector, t.y0 / VF + r, t.x0 / 2 + 2 * lane);
-    }
+  const int x = 4 * (tid & 31);
+  if (x < t.w) {
+    if (vector && t.x0 + x + 3 < a.g.width)
+      load_tile_cells<T, K, true>(a, t, src, ss, vector, tid);
+    else
+      load_tile_cells<T, K, false>(a, t, src, ss, vector, tid);
+  }
   // The ring: chroma only, and only where the padded chroma plane has it. Items of two chroma
   // columns of one chroma row: bands above and below the tile across the region's width, and 4
   // items each side of every chroma row of the tile.
   constexpr int kBandItems = K::kRingY * K::kChromaCols / 2;  // per band
   constexpr int kRingItems = 2 * kBandItems + (K::kTileH / VF) * K::kRingX;
+  if (!a.g.fancy_upsampling) return;  // nearest-sample chroma reads no ring
   for (int i = tid; i < kRingItems; i += kThreads) {
-    FDJPEG_BUDGET_MARK(1);
+    FDJPEG_BUDGET_MARK(4);
     int rr, gg;  // region row, item column (2 chroma columns each)
     if (i < 2 * kBandItems) {
       const int band = i >= kBandItems, j = i - band * kBandItems;
@@ -383,55 +456,77 @@ FDJPEG_HD void load_subsampled(const KernelArgs& a, const Tile& t, const T* src,
     const int cr = t.cy0 + rr, cc = t.cx0 + 2 * gg;
     if (cr < 0 || cr >= a.g.chroma_block_rows * 8 || cc < 0 || cc >= a.g.chroma_block_cols * 8)
       continue;
-    load_cells<T, K, false>(a, t, src, ss, vector, cr, cc);
+    load_cells<T, K, false, false>(a, t, src, ss, vector, cr, cc);
   }
 }
 
 // One 8x8 block of the tile's planes, as the transform stages see it.
+// Blocks outside the padded plane (in the ring at the image's edges, or beyond a partial tile) are
+// transformed all the same: their samples lie in shared memory and are never read (the emulation
+// fills them with NaN, which would show), and branching around them costs more than they do.
 struct BlockRef {
   float* origin;  // top-left sample in shared memory
   int stride;
   int comp;
-  int row, col;  // block position in its whole (padded) plane
-  bool live;     // inside the padded plane (ring and partial tiles have blocks that are not)
+  int set;  // table set, with a block map
 };
 
 // Blocks of the tile, luma first, then those of each chroma plane, row by row.
 template <class K>
 FDJPEG_HD BlockRef block_ref(const KernelArgs& a, const Tile& t, int b) {
   BlockRef r;
-  if (b < K::kLumaBlocks) {
+  int row, col;  // block position in its whole (padded) plane
+  bool live;  // inside that plane
+  if constexpr (!K::kSub) {
+    // All planes have the tile's geometry and lie one after another.
+    static_assert(K::kChromaStride == kLumaStride && K::kChromaRows == K::kTileH, "plane layout");
+    const int plane = b / K::kLumaBlocks, in_plane = b % K::kLumaBlocks;
+    const int by = in_plane >> 4, bx = in_plane & 15;  // kTileW / 8 = 16 block columns
+    r.comp = plane;
+    r.stride = kLumaStride;
+    r.origin = t.luma + plane * K::kTileH * kLumaStride + by * 8 * kLumaStride + bx * 8;
+    row = t.y0 / 8 + by;
+    col = t.x0 / 8 + bx;
+    live = by * 8 < t.h && bx * 8 < t.w;
+  } else if (b < K::kLumaBlocks) {
     const int by = b >> 4, bx = b & 15;  // kTileW / 8 = 16 block columns
     r.comp = 0;
     r.stride = kLumaStride;
     r.origin = t.luma + by * 8 * kLumaStride + bx * 8;
-    r.row = t.y0 / 8 + by;
-    r.col = t.x0 / 8 + bx;
-    r.live = by * 8 < t.h && bx * 8 < t.w;
-    return r;
+    row = t.y0 / 8 + by;
+    col = t.x0 / 8 + bx;
+    live = by * 8 < t.h && bx * 8 < t.w;
+  } else {
+    b -= K::kLumaBlocks;
+    const int plane = b >= K::kChromaBlocks;
+    b -= plane * K::kChromaBlocks;
+    const int by = b / K::kChromaBlockCols, bx = b % K::kChromaBlockCols;
+    r.comp = 1 + plane;
+    r.stride = K::kChromaStride;
+    // A select, not an index: the pointers stay in registers (an indexed array goes to the stack).
+    r.origin = (plane ? t.chroma[1] : t.chroma[0]) + by * 8 * K::kChromaStride + bx * 8;
+    row = t.cy0 / 8 + by;
+    col = t.cx0 / 8 + bx;
+    live = row >= 0 && row < a.g.chroma_block_rows && col >= 0 && col < a.g.chroma_block_cols;
   }
-  b -= K::kLumaBlocks;
-  const int plane = b >= K::kChromaBlocks;
-  b -= plane * K::kChromaBlocks;
-  const int by = b / K::kChromaBlockCols, bx = b % K::kChromaBlockCols;
-  r.comp = 1 + plane;
-  r.stride = K::kChromaStride;
-  // A select, not an index: the pointers stay in registers (an indexed array goes to the stack).
-  r.origin = (plane ? t.chroma[1] : t.chroma[0]) + by * 8 * K::kChromaStride + bx * 8;
-  r.row = t.cy0 / 8 + by;
-  r.col = t.cx0 / 8 + bx;
-  if (K::kSub)
-    r.live = r.row >= 0 && r.row < a.g.chroma_block_rows && r.col >= 0 && r.col < a.g.chroma_block_cols;
-  else
-    r.live = by * 8 < t.h && bx * 8 < t.w;
+  r.set = 0;
+  if (t.block_map && live) {
+    // Chroma blocks of a subsampled plane take the choice of the luma block at their corner.
+    const int hf = r.comp ? K::kHf : 1, vf = r.comp ? K::kVf : 1;
+    r.set = t.block_map[row * vf * static_cast<int>(a.block_cols) + col * hf];
+  }
   return r;
 }
 
 // Stage 1: level shift and forward AAN down column `x` of a block.
-FDJPEG_HD void forward_column(const KernelArgs& a, const BlockRef& r, int x) {
-  Rn d[8];
+template <class T, class K>
+FDJPEG_HD void forward_column(const BlockRef& r, int x) {
+  Rn<T> d[8];
 #pragma unroll
-  for (int y = 0; y < 8; ++y) d[y] = Rn{r.origin[y * r.stride + x]} - Rn{a.g.shift};
+  for (int y = 0; y < 8; ++y) {
+    d[y] = Rn<T>{r.origin[y * r.stride + x]};
+    if (K::kShift) d[y] = d[y] - Rn<T>{kLevelShift};
+  }
   block::forward_aan(d);
 #pragma unroll
   for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = d[u].v;
@@ -439,17 +534,11 @@ FDJPEG_HD void forward_column(const KernelArgs& a, const BlockRef& r, int x) {
 
 // Stage 2: forward AAN along row `u`, round(coef / Qc) * Qd with the AAN-scaled tables, inverse
 // AAN along the row (block::quantize_dequantize: exact division for v = 0 and 4).
-template <class K>
+template <class T, class K>
 FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u) {
-  const float* table = t.tables;
-  if (a.block_map) {
-    // Chroma blocks of a subsampled plane take the choice of the luma block at their corner.
-    const int hf = r.comp ? K::kHf : 1, vf = r.comp ? K::kVf : 1;
-    const int set = a.block_map[(t.image * a.block_rows + r.row * vf) * a.block_cols + r.col * hf];
-    table = a.sets + set * kSetFloats;
-  }
+  const float* table = a.block_map ? a.sets + r.set * kSetFloats : t.tables;
   const float* rec = table + (r.comp * 8 + u) * kRecord;
-  Rn scale[8], dq[8];
+  Rn<T> scale[8], dq[8];
   ld4(rec, scale);
   ld4(rec + 4, scale + 4);
   ld4(rec + 8, dq);
@@ -463,7 +552,7 @@ FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& 
     dequant[8 * v] = dq[v].v;
   }
   float* line = r.origin + u * r.stride;
-  Rn d[8];
+  Rn<T> d[8];
   ld4(line, d);
   ld4(line + 4, d + 4);
   block::forward_aan(d);
@@ -474,32 +563,31 @@ FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& 
 }
 
 // Stage 3: inverse AAN down column `x`, undo the level shift, clamp (and round 8-bit samples).
-template <class T>
-FDJPEG_HD void inverse_column(const KernelArgs& a, const BlockRef& r, int x) {
-  Rn d[8];
+template <class T, class K>
+FDJPEG_HD void inverse_column(const BlockRef& r, int x) {
+  Rn<T> d[8];
 #pragma unroll
   for (int u = 0; u < 8; ++u) d[u].v = r.origin[u * r.stride + x];
   block::inverse_aan(d);
 #pragma unroll
   for (int y = 0; y < 8; ++y)
     r.origin[y * r.stride + x] =
-        block::finish_sample(d[y], Rn{a.g.shift}, true, kIntegerSamples<T>).v;
+        block::finish_sample(d[y], Rn<T>{kLevelShift}, K::kShift, kIntegerSamples<T>).v;
 }
 
-// Phase 3 without subsampling: a warp per tile row, 4 pixels per lane.
-template <class T, class K>
-FDJPEG_HD void store_plain(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
-                           bool in_vector, T* dst, int tid) {
+// Phase 3 without subsampling: a warp per tile row, 4 pixels per lane (VEC as for loads).
+template <class T, class K, bool VEC>
+FDJPEG_HD void store_plain_rows(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                                bool in_vector, T* dst, int tid) {
   const Geometry& g = a.g;
   const int x = 4 * (tid & 31), gx = t.x0 + x;
-  if (x >= t.w || gx >= g.width) return;
   const int rows = imin(t.h, g.height - t.y0);
   for (int y = tid >> 5; y < rows; y += kWarps) {
-    FDJPEG_BUDGET_MARK(3);
-    Rn o[K::kComps][4];
+    FDJPEG_BUDGET_MARK(VEC ? 3 : 0);
+    Rn<T> o[K::kComps][4];
     ld4(t.luma + y * kLumaStride + x, o[0]);
     if (K::kComps == 3) {
-      Rn c1[4], c2[4];
+      Rn<T> c1[4], c2[4];
       ld4(t.chroma[0] + y * K::kChromaStride + x, c1);
       ld4(t.chroma[1] + y * K::kChromaStride + x, c2);
 #pragma unroll
@@ -514,10 +602,21 @@ FDJPEG_HD void store_plain(const KernelArgs& a, const Tile& t, const T* src, con
     }
     const int gy = t.y0 + y;
     T* row = dst + gy * a.out_stride[0];
-    put4<T, K::kComps>(row, gx, g.width, a.out_stride, a.out_vector, o);
+    put4<T, K::kComps, VEC>(row, gx, g.width, a.out_stride, a.out_vector, o);
     if (g.channels == 4)
       copy_alpha(src + gy * ss[0], ss, in_vector, row, a.out_stride, a.out_vector, gx, g.width);
   }
+}
+
+template <class T, class K>
+FDJPEG_HD void store_plain(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                           bool in_vector, T* dst, int tid) {
+  const int x = 4 * (tid & 31), gx = t.x0 + x;
+  if (x >= t.w || gx >= a.g.width) return;
+  if (a.out_vector && gx + 3 < a.g.width)
+    store_plain_rows<T, K, true>(a, t, src, ss, in_vector, dst, tid);
+  else
+    store_plain_rows<T, K, false>(a, t, src, ss, in_vector, dst, tid);
 }
 
 // Phase 3 with subsampling: the chroma of one lane's 4 x VF output pixels, chroma row cr and
@@ -527,7 +626,7 @@ FDJPEG_HD void store_plain(const KernelArgs& a, const Tile& t, const T* src, con
 // without FANCY (chroma too narrow for it), the nearest sample.
 template <class T, class K, bool FANCY, bool EDGE>
 FDJPEG_HD void upsample_cells(const KernelArgs& a, const Tile& t, int cr, int c0,
-                              Rn (*out)[K::kVf][4]) {
+                              Rn<T> (*out)[K::kVf][4]) {
   constexpr int VF = K::kVf, S = K::kChromaStride;
   const Geometry& g = a.g;
   const int col = c0 - t.cx0;
@@ -541,18 +640,18 @@ FDJPEG_HD void upsample_cells(const KernelArgs& a, const Tile& t, int cr, int c0
         for (int k = 0; k < 4; ++k) out[p][dy][k].v = near[k >> 1];
       continue;
     }
-    Rn sum[VF][4];  // columns c0 - 1 .. c0 + 2; row dy takes the far row above (0) or below (1)
+    Rn<T> sum[VF][4];  // columns c0 - 1 .. c0 + 2; row dy takes the far row above (0) or below (1)
     if (VF == 2) {
       const float* up = t.chroma[p] + (imax(cr - 1, 0) - t.cy0) * S + col;
       const float* down = t.chroma[p] + (imin(cr + 1, g.chroma_height - 1) - t.cy0) * S + col;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        sum[0][k] = block::upsample_vertical(Rn{near[k - 1]}, Rn{up[k - 1]});
-        sum[VF - 1][k] = block::upsample_vertical(Rn{near[k - 1]}, Rn{down[k - 1]});
+        sum[0][k] = block::upsample_vertical(Rn<T>{near[k - 1]}, Rn<T>{up[k - 1]});
+        sum[VF - 1][k] = block::upsample_vertical(Rn<T>{near[k - 1]}, Rn<T>{down[k - 1]});
       }
     } else {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) sum[0][k] = block::upsample_vertical_none(Rn{near[k - 1]});
+      for (int k = 0; k < 4; ++k) sum[0][k] = block::upsample_vertical_none(Rn<T>{near[k - 1]});
     }
 #pragma unroll
     for (int dy = 0; dy < VF; ++dy)
@@ -560,9 +659,9 @@ FDJPEG_HD void upsample_cells(const KernelArgs& a, const Tile& t, int cr, int c0
       for (int j = 0; j < 2; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const Rn nearer = sum[dy][1 + j], farther = sum[dy][e ? 2 + j : j];
+          const Rn<T> nearer = sum[dy][1 + j], farther = sum[dy][e ? 2 + j : j];
           const int f = c0 + j + (e ? 1 : -1);
-          const Rn v = (EDGE && (f < 0 || f >= g.chroma_width))
+          const Rn<T> v = (EDGE && (f < 0 || f >= g.chroma_width))
                            ? block::upsample_horizontal_none(nearer)
                            : block::upsample_horizontal(nearer, farther);
           out[p][dy][2 * j + e] = as_sample(v, kIntegerSamples<T>);
@@ -570,7 +669,7 @@ FDJPEG_HD void upsample_cells(const KernelArgs& a, const Tile& t, int cr, int c0
   }
 }
 
-template <class T, class K, bool FANCY, bool EDGE>
+template <class T, class K, bool FANCY, bool EDGE, bool VEC>
 FDJPEG_HD void store_subsampled_rows(const KernelArgs& a, const Tile& t, const T* src,
                                      const int* ss, bool in_vector, T* dst, int tid) {
   constexpr int VF = K::kVf;
@@ -579,19 +678,19 @@ FDJPEG_HD void store_subsampled_rows(const KernelArgs& a, const Tile& t, const T
   for (int r = tid >> 5; r < t.h / VF; r += kWarps) {
     const int cr = t.y0 / VF + r;
     if (cr * VF >= g.height) break;
-    FDJPEG_BUDGET_MARK(FANCY && !EDGE ? 3 : 0);
-    Rn c[2][VF][4];
+    FDJPEG_BUDGET_MARK(FANCY && !EDGE && VEC ? 3 : 0);
+    Rn<T> c[2][VF][4];
     upsample_cells<T, K, FANCY, EDGE>(a, t, cr, gx / 2, c);
 #pragma unroll
     for (int dy = 0; dy < VF; ++dy) {
       const int gy = cr * VF + dy;
       if (gy >= g.height) break;
-      Rn o[3][4];
+      Rn<T> o[3][4];
       ld4(t.luma + (gy - t.y0) * kLumaStride + x, o[0]);
 #pragma unroll
       for (int k = 0; k < 4; ++k) block::ycbcr_to_rgb(o[0][k], c[0][dy][k], c[1][dy][k], o[0][k], o[1][k], o[2][k]);
       T* row = dst + gy * a.out_stride[0];
-      put4<T, 3>(row, gx, g.width, a.out_stride, a.out_vector, o);
+      put4<T, 3, VEC>(row, gx, g.width, a.out_stride, a.out_vector, o);
       if (g.channels == 4)
         copy_alpha(src + gy * ss[0], ss, in_vector, row, a.out_stride, a.out_vector, gx, g.width);
     }
@@ -606,11 +705,13 @@ FDJPEG_HD void store_subsampled(const KernelArgs& a, const Tile& t, const T* src
   // The lane's choice holds for all its rows: the common case runs without the edge tests.
   const int c0 = gx / 2;
   if (!a.g.fancy_upsampling)
-    store_subsampled_rows<T, K, false, false>(a, t, src, ss, in_vector, dst, tid);
+    store_subsampled_rows<T, K, false, false, false>(a, t, src, ss, in_vector, dst, tid);
   else if (c0 == 0 || c0 + 2 >= a.g.chroma_width)
-    store_subsampled_rows<T, K, true, true>(a, t, src, ss, in_vector, dst, tid);
+    store_subsampled_rows<T, K, true, true, false>(a, t, src, ss, in_vector, dst, tid);
+  else if (a.out_vector && gx + 3 < a.g.width)
+    store_subsampled_rows<T, K, true, false, true>(a, t, src, ss, in_vector, dst, tid);
   else
-    store_subsampled_rows<T, K, true, false>(a, t, src, ss, in_vector, dst, tid);
+    store_subsampled_rows<T, K, true, false, false>(a, t, src, ss, in_vector, dst, tid);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,15 +727,16 @@ struct DeviceSched {
     f(static_cast<int>(threadIdx.x));
   }
   __device__ void barrier(int) { __syncthreads(); }
-  template <class F>
-  __device__ void warp_stages(int items, const F& f) {
+  template <class P, class F>
+  __device__ void warp_stages(int items, const P& prepare, const F& f) {
     for (int i = threadIdx.x; i < items; i += kThreads) {
       FDJPEG_BUDGET_MARK(2);
-      f(i, 0);
+      const auto item = prepare(i);
+      f(item, i, 0);
       __syncwarp();
-      f(i, 1);
+      f(item, i, 1);
       __syncwarp();
-      f(i, 2);
+      f(item, i, 2);
       __syncwarp();
     }
   }
@@ -662,16 +764,16 @@ FDJPEG_HD void run_tile(S& s, const KernelArgs& a, int index, float* smem) {
         load_plain<T, K>(a, t, src, ss, vec, tid);
     });
     s.barrier(0);
-    s.warp_stages(K::kBlocks * 8, [&a, &t](int i, int stage) {
-      const BlockRef r = block_ref<K>(a, t, i >> 3);
-      if (!r.live) return;
-      if (stage == 0)
-        forward_column(a, r, i & 7);
-      else if (stage == 1)
-        quantize_row<K>(a, t, r, i & 7);
-      else
-        inverse_column<T>(a, r, i & 7);
-    });
+    s.warp_stages(
+        K::kBlocks * 8, [&a, &t](int i) { return block_ref<K>(a, t, i >> 3); },
+        [&a, &t](const BlockRef& r, int i, int stage) {
+          if (stage == 0)
+            forward_column<T, K>(r, i & 7);
+          else if (stage == 1)
+            quantize_row<T, K>(a, t, r, i & 7);
+          else
+            inverse_column<T, K>(r, i & 7);
+        });
     s.barrier(1);
     s.phase([&a, &t, src, ss, vec, dst](int tid) {
       if constexpr (K::kSub)
@@ -679,6 +781,8 @@ FDJPEG_HD void run_tile(S& s, const KernelArgs& a, int index, float* smem) {
       else
         store_plain<T, K>(a, t, src, ss, vec, dst, tid);
     });
+    // With the present mapping each thread reloads in the next pass only what it stored itself
+    // (the emulation agrees without this barrier); it stays so that another mapping cannot race.
     s.barrier(2);
   }
 }
@@ -703,9 +807,9 @@ class HostSched {
   void phase(const F& f) {
     pending_.push_back({std::function<void(int)>(f), {}, 0});
   }
-  template <class F>
-  void warp_stages(int items, const F& f) {
-    pending_.push_back({{}, std::function<void(int, int)>(f), items});
+  template <class P, class F>
+  void warp_stages(int items, const P& prepare, const F& f) {
+    pending_.push_back({{}, [prepare, f](int i, int stage) { f(prepare(i), i, stage); }, items});
   }
   void barrier(int site) {
     if (site != drop_) flush();
@@ -768,6 +872,12 @@ size_t element_size(DType d) { return d == DType::u8 ? 1 : (d == DType::f32 ? 4 
 
 enum class KindCode { grey, planes, ycc444, ycc422, ycc420 };
 
+template <template <bool> class K>
+struct KindTag {
+  template <bool SHIFT>
+  using With = K<SHIFT>;
+};
+
 KindCode kind_of(const BlockGeometry& bg) {
   if (bg.components == 1) return KindCode::grey;
   if (!bg.ycbcr) return KindCode::planes;
@@ -777,19 +887,23 @@ KindCode kind_of(const BlockGeometry& bg) {
 
 // Calls f(T{}, K{}) with the sample type and the kind of tile of a call.
 template <class F>
-auto with_kernel(DType d, KindCode kind, F&& f) {
+auto with_kernel(DType d, KindCode kind, bool shift, F&& f) {
+  auto by_shift = [&](auto sample, auto kind_tag) {
+    return shift ? f(sample, typename decltype(kind_tag)::template With<true>{})
+                 : f(sample, typename decltype(kind_tag)::template With<false>{});
+  };
   auto by_kind = [&](auto sample) {
     switch (kind) {
       case KindCode::grey:
-        return f(sample, Grey{});
+        return by_shift(sample, KindTag<Grey>{});
       case KindCode::planes:
-        return f(sample, Planes{});
+        return by_shift(sample, KindTag<Planes>{});
       case KindCode::ycc444:
-        return f(sample, Ycc444{});
+        return by_shift(sample, KindTag<Ycc444>{});
       case KindCode::ycc422:
-        return f(sample, Ycc422{});
+        return by_shift(sample, KindTag<Ycc422>{});
       default:
-        return f(sample, Ycc420{});
+        return by_shift(sample, KindTag<Ycc420>{});
     }
   };
   switch (d) {
@@ -803,12 +917,13 @@ auto with_kernel(DType d, KindCode kind, F&& f) {
 }
 
 size_t smem_bytes(KindCode kind) {
-  return with_kernel(DType::u8, kind, [](auto, auto k) { return decltype(k)::kSmemBytes; });
+  return with_kernel(DType::u8, kind, false, [](auto, auto k) { return decltype(k)::kSmemBytes; });
 }
 
 struct Plan {
   KernelArgs args;
   KindCode kind = KindCode::grey;
+  bool shift = false;  // level shift
   DType dtype = DType::u8;
   int64_t tiles = 0;
   size_t smem_bytes = 0;
@@ -895,6 +1010,7 @@ Result make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spe
   const BlockGeometry bg =
       block_geometry(in.shape[1], in.shape[2], in.shape[3], spec.color, spec.subsampling);
   p.kind = kind_of(bg);
+  p.shift = spec.level_shift;
   p.dtype = in.dtype;
   g.height = static_cast<int>(bg.height);
   g.width = static_cast<int>(bg.width);
@@ -906,10 +1022,9 @@ Result make_plan(const BatchView& in, const BatchView& out, const QuantSpec& spe
   g.chroma_block_rows = static_cast<int>(bg.chroma_padded_height / 8);
   g.chroma_block_cols = static_cast<int>(bg.chroma_padded_width / 8);
   g.fancy_upsampling = bg.fancy_upsampling;
-  g.shift = spec.level_shift ? 128.f : 0.f;
   p.ring = bg.h_factor * bg.v_factor > 1 && bg.fancy_upsampling;
   const int tile_height =
-      with_kernel(DType::u8, p.kind, [](auto, auto k) { return decltype(k)::kTileH; });
+      with_kernel(DType::u8, p.kind, false, [](auto, auto k) { return decltype(k)::kTileH; });
   g.tiles_x = static_cast<int>(ceil_div(g.padded_width, kTileW));
   g.tiles_per_image = static_cast<int>(ceil_div(g.padded_height, tile_height)) * g.tiles_x;
   p.smem_bytes = smem_bytes(p.kind);
@@ -1028,7 +1143,7 @@ cudaError_t allow_shared_memory(const void* kernel, int device, size_t bytes) {
 }
 
 cudaError_t launch(const Plan& p, int device, cudaStream_t stream) {
-  return with_kernel(p.dtype, p.kind, [&](auto sample, auto kind) {
+  return with_kernel(p.dtype, p.kind, p.shift, [&](auto sample, auto kind) {
     using T = decltype(sample);
     using K = decltype(kind);
     const cudaError_t e = allow_shared_memory(reinterpret_cast<const void*>(pipeline_kernel<T, K>),
@@ -1040,7 +1155,7 @@ cudaError_t launch(const Plan& p, int device, cudaStream_t stream) {
 }
 
 void emulate_launch(const Plan& p, std::mt19937_64* rng, int drop_barrier) {
-  with_kernel(p.dtype, p.kind, [&](auto sample, auto kind) {
+  with_kernel(p.dtype, p.kind, p.shift, [&](auto sample, auto kind) {
     using T = decltype(sample);
     using K = decltype(kind);
     std::vector<Quad<float>> smem(K::kSmemBytes / sizeof(Quad<float>));
@@ -1135,7 +1250,7 @@ Result occupancy(DType dtype, const BatchView& in, const QuantSpec& spec, int de
   DeviceScope scope;
   cudaError_t e = scope.enter(device);
   if (e != cudaSuccess) return cuda_failure(e, "cudaSetDevice");
-  e = with_kernel(dtype, kind_of(bg), [&](auto sample, auto kind) {
+  e = with_kernel(dtype, kind_of(bg), spec.level_shift, [&](auto sample, auto kind) {
     using T = decltype(sample);
     using K = decltype(kind);
     const void* kernel = reinterpret_cast<const void*>(pipeline_kernel<T, K>);

@@ -47,7 +47,7 @@ def workspace_size(
 ) -> int:
     """Bytes of device workspace ``quantize`` needs for this call (often 0)."""
 
-def occupancy(dtype: str, shape: Sequence[int], color: int, subsampling: int, device: int = 0) -> int:
+def occupancy(dtype: str, shape: Sequence[int], color: int, subsampling: int, level_shift: bool, device: int = 0) -> int:
     """CTAs of the kernel for such a call that fit on one multiprocessor of `device`
     (``cudaOccupancyMaxActiveBlocksPerMultiprocessor``)."""
 
