@@ -378,7 +378,7 @@ def test_subprocess_exit_status_and_summary(src, tmp_path):
     proc = _run_cli([str(src / "broken"), str(tmp_path / "o"), "--quiet"])
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
-    assert f"0 written" in out and f"{len(BAD)} failed" in out
+    assert "0 written" in out and f"{len(BAD)} failed" in out
     ok = _run_cli([str(src / "photos"), str(tmp_path / "p"), "--quiet"])
     out, err = ok.communicate(timeout=120)
     assert ok.returncode == 0, err
