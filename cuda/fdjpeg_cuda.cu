@@ -267,11 +267,13 @@ FDJPEG_HD void fetch4(const T* row, int x, int width, const int* ss, bool vector
     }
     return;
   }
+  if constexpr (!VEC) {
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const T* p = row + imin(imax(x + k, 0), width - 1) * ss[1];
+    for (int k = 0; k < 4; ++k) {
+      const T* p = row + imin(imax(x + k, 0), width - 1) * ss[1];
 #pragma unroll
-    for (int c = 0; c < NC; ++c) v[c][k].v = block::load_sample(p + c * ss[2]);
+      for (int c = 0; c < NC; ++c) v[c][k].v = block::load_sample(p + c * ss[2]);
+    }
   }
 }
 
@@ -289,11 +291,13 @@ FDJPEG_HD void put4(T* row, int x, int width, const int* os, bool vector, const 
     }
     return;
   }
+  if constexpr (!VEC) {
 #pragma unroll
-  for (int k = 0; k < 4; ++k)
-    if (x + k < width)
+    for (int k = 0; k < 4; ++k)
+      if (x + k < width)
 #pragma unroll
-      for (int c = 0; c < NC; ++c) block::store_sample(row + (x + k) * os[1] + c * os[2], v[c][k].v);
+        for (int c = 0; c < NC; ++c) block::store_sample(row + (x + k) * os[1] + c * os[2], v[c][k].v);
+  }
 }
 
 // The alpha channel (channel 3) of pixels x..x+3, copied as it is.
