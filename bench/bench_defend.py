@@ -159,7 +159,8 @@ def dali_method(paths):
 
 def fdjpeg_defend(src, dst, **kw):
     summary = batch.defend_files(src, dst, progress=False, **kw)
-    assert summary.exit_status == 0 and summary.counts["written"] > 0
+    if summary.exit_status != 0 or not summary.counts["written"]:
+        raise RuntimeError(f"fdjpeg defend {src} failed:\n{summary.text()}")
 
 
 # ---- the stages alone -------------------------------------------------------------------------------
