@@ -4,7 +4,9 @@
 
 Compiles cuda/fdjpeg_cuda.cu with the flags of cuda/CMakeLists.txt plus -DFDJPEG_BUDGET, which
 puts a marker instruction (NANOSLEEP k) at the head of the body of each phase's hot loop: 1 load
-and colour conversion, 2 the block transforms, 3 upsampling, colour and the stores. For each
+and colour conversion, 4 the chroma ring, 2 the block transforms (5 the chroma blocks where they
+have a loop of their own), 3 upsampling, colour and the stores; 0 marks the variants of a loop
+for lanes at the image's edges or layouts without vector access, not measured. For each
 instantiation it disassembles the kernel (cuobjdump), finds the innermost loop around each marker
 (a backward branch) and counts its instructions per pass through the body. A host build of the
 same file runs the same tile code (the kernel's host emulation) over a --size x --size image and
@@ -44,7 +46,7 @@ CASES = [
     ("jpeg 4:4:4", "f32", 1, 0, True),
     ("jpeg 4:2:0", "f32", 1, 2, True),
 ]
-PHASES = {1: "load", 4: "ring", 2: "transform", 3: "store"}
+PHASES = {1: "load", 4: "ring", 2: "transform", 5: "transform", 3: "store"}  # 5: chroma blocks
 # The kernel's Kind<components, YCbCr, HF, VF> for 3-channel images, by (color, subsampling).
 KINDS = {(0, 0): "3, false, 1, 1", (1, 0): "3, true, 1, 1", (1, 1): "3, true, 2, 1", (1, 2): "3, true, 2, 2"}
 
@@ -271,7 +273,8 @@ def main() -> None:
             # cuobjdump counts the runtime's reserved 1 KB as static shared memory on sm_90.
             cta_smem = smem + max(static, LIMITS[arch]["reserved"])
             n, limiter = ctas_per_sm(arch, regs, cta_smem, threads)
-            print(f"{label:<12}{dtype:<6}{arch:>5}{per[1]:>7.1f}{per[4]:>7.1f}{per[2]:>7.1f}{per[3]:>7.1f}{sum(per.values()):>7.1f}"
+            print(f"{label:<12}{dtype:<6}{arch:>5}{per[1]:>7.1f}{per[4]:>7.1f}{per[2] + per[5]:>7.1f}{per[3]:>7.1f}"
+                  f"{sum(per.values()):>7.1f}"
                   f"{regs:>6}{cta_smem:>8}  {n} ({limiter}){'':<6}{len(code)}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -312,6 +312,19 @@ FDJPEG_HD void copy_alpha(const T* src, const int* ss, bool in_vector, T* dst, c
     if (x + k < width) dst[(x + k) * os[1] + 3 * os[2]] = src[(x + k) * ss[1] + 3 * ss[2]];
 }
 
+// The alpha channel of the lane's 4 pixels in every row of the tile, in a loop of its own (the
+// colour loops stay free of it): the lane's own pixels, so no barrier is needed.
+template <class T>
+FDJPEG_HD void copy_alpha_rows(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                               bool in_vector, T* dst, int tid) {
+  const Geometry& g = a.g;
+  const int gx = t.x0 + 4 * (tid & 31);
+  const int rows = imin(t.h, g.height - t.y0);
+  for (int y = tid >> 5; y < rows; y += kWarps)
+    copy_alpha(src + (t.y0 + y) * ss[0], ss, in_vector, dst + (t.y0 + y) * a.out_stride[0],
+               a.out_stride, a.out_vector, gx, g.width);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tile
 
@@ -416,6 +429,34 @@ FDJPEG_HD void load_cells(const KernelArgs& a, const Tile& t, const T* src, cons
   }
 }
 
+// The ring: chroma only, and only where the padded chroma plane has it. Items of two chroma
+// columns of one chroma row: bands above and below the tile across the region's width, and 4
+// items each side of every chroma row of the tile.
+template <class T, class K, bool VEC>
+FDJPEG_HD void load_ring(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
+                         bool vector, int tid) {
+  constexpr int VF = K::kVf;
+  constexpr int kBandItems = K::kRingY * K::kChromaCols / 2;  // per band
+  constexpr int kRingItems = 2 * kBandItems + (K::kTileH / VF) * K::kRingX;
+  for (int i = tid; i < kRingItems; i += kThreads) {
+    FDJPEG_BUDGET_MARK(VEC ? 4 : 0);
+    int rr, gg;  // region row, item column (2 chroma columns each)
+    if (i < 2 * kBandItems) {
+      const int band = i >= kBandItems, j = i - band * kBandItems;
+      rr = j / (K::kChromaCols / 2) + (band ? K::kRingY + K::kTileH / VF : 0);
+      gg = j % (K::kChromaCols / 2);
+    } else {
+      const int j = i - 2 * kBandItems, q = j & 7;  // 4 items left, 4 right of each row
+      rr = K::kRingY + (j >> 3);
+      gg = q < 4 ? q : K::kChromaCols / 2 - 8 + q;
+    }
+    const int cr = t.cy0 + rr, cc = t.cx0 + 2 * gg;
+    if (cr < 0 || cr >= a.g.chroma_block_rows * 8 || cc < 0 || cc >= a.g.chroma_block_cols * 8)
+      continue;
+    load_cells<T, K, false, VEC>(a, t, src, ss, vector, cr, cc);
+  }
+}
+
 // The tile's own cells: a warp per chroma row, 2 chroma columns (4 pixels) per lane.
 template <class T, class K, bool VEC>
 FDJPEG_HD void load_tile_cells(const KernelArgs& a, const Tile& t, const T* src, const int* ss,
@@ -439,29 +480,13 @@ FDJPEG_HD void load_subsampled(const KernelArgs& a, const Tile& t, const T* src,
     else
       load_tile_cells<T, K, false>(a, t, src, ss, vector, tid);
   }
-  // The ring: chroma only, and only where the padded chroma plane has it. Items of two chroma
-  // columns of one chroma row: bands above and below the tile across the region's width, and 4
-  // items each side of every chroma row of the tile.
-  constexpr int kBandItems = K::kRingY * K::kChromaCols / 2;  // per band
-  constexpr int kRingItems = 2 * kBandItems + (K::kTileH / VF) * K::kRingX;
   if (!a.g.fancy_upsampling) return;  // nearest-sample chroma reads no ring
-  for (int i = tid; i < kRingItems; i += kThreads) {
-    FDJPEG_BUDGET_MARK(4);
-    int rr, gg;  // region row, item column (2 chroma columns each)
-    if (i < 2 * kBandItems) {
-      const int band = i >= kBandItems, j = i - band * kBandItems;
-      rr = j / (K::kChromaCols / 2) + (band ? K::kRingY + K::kTileH / VF : 0);
-      gg = j % (K::kChromaCols / 2);
-    } else {
-      const int j = i - 2 * kBandItems, q = j & 7;  // 4 items left, 4 right of each row
-      rr = K::kRingY + (j >> 3);
-      gg = q < 4 ? q : K::kChromaCols / 2 - 8 + q;
-    }
-    const int cr = t.cy0 + rr, cc = t.cx0 + 2 * gg;
-    if (cr < 0 || cr >= a.g.chroma_block_rows * 8 || cc < 0 || cc >= a.g.chroma_block_cols * 8)
-      continue;
-    load_cells<T, K, false, false>(a, t, src, ss, vector, cr, cc);
-  }
+  // Tiles whose ring lies inside the image and can move as vectors (most) take the loop without
+  // the per-item tests.
+  if (vector && 2 * t.cx0 >= 0 && 2 * (t.cx0 + K::kChromaCols) <= a.g.width)
+    load_ring<T, K, true>(a, t, src, ss, vector, tid);
+  else
+    load_ring<T, K, false>(a, t, src, ss, vector, tid);
 }
 
 // One 8x8 block of the tile's planes, as the transform stages see it.
@@ -475,50 +500,44 @@ struct BlockRef {
   int set;  // table set, with a block map
 };
 
-// Blocks of the tile, luma first, then those of each chroma plane, row by row.
+// The table set of a block at (row, col) of its plane, with a block map: chroma blocks of a
+// subsampled plane take the choice of the luma block at their corner.
+template <class K>
+FDJPEG_HD int table_set(const KernelArgs& a, const Tile& t, int comp, int row, int col, bool live) {
+  if (!t.block_map || !live) return 0;
+  const int hf = comp ? K::kHf : 1, vf = comp ? K::kVf : 1;
+  return t.block_map[row * vf * static_cast<int>(a.block_cols) + col * hf];
+}
+
+// Blocks of the tile: luma first, then those of each chroma plane, row by row. Without
+// subsampling all planes have the tile's geometry and lie one after another (block_ref covers
+// them all); with it, chroma_ref takes the chroma blocks, from 0.
 template <class K>
 FDJPEG_HD BlockRef block_ref(const KernelArgs& a, const Tile& t, int b) {
+  static_assert(K::kSub || (K::kChromaStride == kLumaStride && K::kChromaRows == K::kTileH), "plane layout");
+  const int plane = b / K::kLumaBlocks, in_plane = b % K::kLumaBlocks;
+  const int by = in_plane >> 4, bx = in_plane & 15;  // kTileW / 8 = 16 block columns
   BlockRef r;
-  int row, col;  // block position in its whole (padded) plane
-  bool live;  // inside that plane
-  if constexpr (!K::kSub) {
-    // All planes have the tile's geometry and lie one after another.
-    static_assert(K::kChromaStride == kLumaStride && K::kChromaRows == K::kTileH, "plane layout");
-    const int plane = b / K::kLumaBlocks, in_plane = b % K::kLumaBlocks;
-    const int by = in_plane >> 4, bx = in_plane & 15;  // kTileW / 8 = 16 block columns
-    r.comp = plane;
-    r.stride = kLumaStride;
-    r.origin = t.luma + plane * K::kTileH * kLumaStride + by * 8 * kLumaStride + bx * 8;
-    row = t.y0 / 8 + by;
-    col = t.x0 / 8 + bx;
-    live = by * 8 < t.h && bx * 8 < t.w;
-  } else if (b < K::kLumaBlocks) {
-    const int by = b >> 4, bx = b & 15;  // kTileW / 8 = 16 block columns
-    r.comp = 0;
-    r.stride = kLumaStride;
-    r.origin = t.luma + by * 8 * kLumaStride + bx * 8;
-    row = t.y0 / 8 + by;
-    col = t.x0 / 8 + bx;
-    live = by * 8 < t.h && bx * 8 < t.w;
-  } else {
-    b -= K::kLumaBlocks;
-    const int plane = b >= K::kChromaBlocks;
-    b -= plane * K::kChromaBlocks;
-    const int by = b / K::kChromaBlockCols, bx = b % K::kChromaBlockCols;
-    r.comp = 1 + plane;
-    r.stride = K::kChromaStride;
-    // A select, not an index: the pointers stay in registers (an indexed array goes to the stack).
-    r.origin = (plane ? t.chroma[1] : t.chroma[0]) + by * 8 * K::kChromaStride + bx * 8;
-    row = t.cy0 / 8 + by;
-    col = t.cx0 / 8 + bx;
-    live = row >= 0 && row < a.g.chroma_block_rows && col >= 0 && col < a.g.chroma_block_cols;
-  }
-  r.set = 0;
-  if (t.block_map && live) {
-    // Chroma blocks of a subsampled plane take the choice of the luma block at their corner.
-    const int hf = r.comp ? K::kHf : 1, vf = r.comp ? K::kVf : 1;
-    r.set = t.block_map[row * vf * static_cast<int>(a.block_cols) + col * hf];
-  }
+  r.comp = plane;
+  r.stride = kLumaStride;
+  r.origin = t.luma + plane * K::kTileH * kLumaStride + by * 8 * kLumaStride + bx * 8;
+  r.set = table_set<K>(a, t, plane, t.y0 / 8 + by, t.x0 / 8 + bx, by * 8 < t.h && bx * 8 < t.w);
+  return r;
+}
+
+template <class K>
+FDJPEG_HD BlockRef chroma_ref(const KernelArgs& a, const Tile& t, int b) {
+  const int plane = b >= K::kChromaBlocks;
+  b -= plane * K::kChromaBlocks;
+  const int by = b / K::kChromaBlockCols, bx = b % K::kChromaBlockCols;
+  BlockRef r;
+  r.comp = 1 + plane;
+  r.stride = K::kChromaStride;
+  // A select, not an index: the pointers stay in registers (an indexed array goes to the stack).
+  r.origin = (plane ? t.chroma[1] : t.chroma[0]) + by * 8 * K::kChromaStride + bx * 8;
+  const int row = t.cy0 / 8 + by, col = t.cx0 / 8 + bx;
+  r.set = table_set<K>(a, t, r.comp, row, col,
+                       row >= 0 && row < a.g.chroma_block_rows && col >= 0 && col < a.g.chroma_block_cols);
   return r;
 }
 
@@ -607,8 +626,6 @@ FDJPEG_HD void store_plain_rows(const KernelArgs& a, const Tile& t, const T* src
     const int gy = t.y0 + y;
     T* row = dst + gy * a.out_stride[0];
     put4<T, K::kComps, VEC>(row, gx, g.width, a.out_stride, a.out_vector, o);
-    if (g.channels == 4)
-      copy_alpha(src + gy * ss[0], ss, in_vector, row, a.out_stride, a.out_vector, gx, g.width);
   }
 }
 
@@ -621,6 +638,7 @@ FDJPEG_HD void store_plain(const KernelArgs& a, const Tile& t, const T* src, con
     store_plain_rows<T, K, true>(a, t, src, ss, in_vector, dst, tid);
   else
     store_plain_rows<T, K, false>(a, t, src, ss, in_vector, dst, tid);
+  if (a.g.channels == 4) copy_alpha_rows(a, t, src, ss, in_vector, dst, tid);
 }
 
 // Phase 3 with subsampling: the chroma of one lane's 4 x VF output pixels, chroma row cr and
@@ -695,8 +713,6 @@ FDJPEG_HD void store_subsampled_rows(const KernelArgs& a, const Tile& t, const T
       for (int k = 0; k < 4; ++k) block::ycbcr_to_rgb(o[0][k], c[0][dy][k], c[1][dy][k], o[0][k], o[1][k], o[2][k]);
       T* row = dst + gy * a.out_stride[0];
       put4<T, 3, VEC>(row, gx, g.width, a.out_stride, a.out_vector, o);
-      if (g.channels == 4)
-        copy_alpha(src + gy * ss[0], ss, in_vector, row, a.out_stride, a.out_vector, gx, g.width);
     }
   }
 }
@@ -716,6 +732,7 @@ FDJPEG_HD void store_subsampled(const KernelArgs& a, const Tile& t, const T* src
     store_subsampled_rows<T, K, true, false, true>(a, t, src, ss, in_vector, dst, tid);
   else
     store_subsampled_rows<T, K, true, false, false>(a, t, src, ss, in_vector, dst, tid);
+  if (a.g.channels == 4) copy_alpha_rows(a, t, src, ss, in_vector, dst, tid);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -731,18 +748,26 @@ struct DeviceSched {
     f(static_cast<int>(threadIdx.x));
   }
   __device__ void barrier(int) { __syncthreads(); }
-  template <class P, class F>
-  __device__ void warp_stages(int items, const P& prepare, const F& f) {
-    for (int i = threadIdx.x; i < items; i += kThreads) {
+  // Items [0, split) prepared by `first`, [split, items) by `second`; split a multiple of 32.
+  template <class P, class Q, class F>
+  __device__ void warp_stages(int split, int items, const P& first, const Q& second, const F& f) {
+    for (int i = threadIdx.x; i < split; i += kThreads) {
       FDJPEG_BUDGET_MARK(2);
-      const auto item = prepare(i);
-      f(item, i, 0);
-      __syncwarp();
-      f(item, i, 1);
-      __syncwarp();
-      f(item, i, 2);
-      __syncwarp();
+      stages(first(i), i, f);
     }
+    for (int i = split + threadIdx.x; i < items; i += kThreads) {
+      FDJPEG_BUDGET_MARK(5);
+      stages(second(i), i, f);
+    }
+  }
+  template <class R, class F>
+  __device__ void stages(const R& item, int i, const F& f) {
+    f(item, i, 0);
+    __syncwarp();
+    f(item, i, 1);
+    __syncwarp();
+    f(item, i, 2);
+    __syncwarp();
   }
 #endif
 };
@@ -768,8 +793,13 @@ FDJPEG_HD void run_tile(S& s, const KernelArgs& a, int index, float* smem) {
         load_plain<T, K>(a, t, src, ss, vec, tid);
     });
     s.barrier(0);
+    // Subsampled: luma blocks, then chroma blocks in a loop of their own (two simple index maps
+    // rather than one with a branch).
+    constexpr int kSplit = K::kSub ? K::kLumaBlocks * 8 : K::kBlocks * 8;
+    static_assert(kSplit % 32 == 0, "each loop gives whole warps whole blocks");
     s.warp_stages(
-        K::kBlocks * 8, [&a, &t](int i) { return block_ref<K>(a, t, i >> 3); },
+        kSplit, K::kBlocks * 8, [&a, &t](int i) { return block_ref<K>(a, t, i >> 3); },
+        [&a, &t](int i) { return chroma_ref<K>(a, t, (i - kSplit) >> 3); },
         [&a, &t](const BlockRef& r, int i, int stage) {
           if (stage == 0)
             forward_column<T, K>(r, i & 7);
@@ -809,11 +839,12 @@ class HostSched {
   HostSched(std::mt19937_64* rng, int drop) : rng_(rng), drop_(drop) {}
   template <class F>
   void phase(const F& f) {
-    pending_.push_back({std::function<void(int)>(f), {}, 0});
+    pending_.push_back({std::function<void(int)>(f), {}, 0, 0});
   }
-  template <class P, class F>
-  void warp_stages(int items, const P& prepare, const F& f) {
-    pending_.push_back({{}, [prepare, f](int i, int stage) { f(prepare(i), i, stage); }, items});
+  template <class P, class Q, class F>
+  void warp_stages(int split, int items, const P& first, const Q& second, const F& f) {
+    pending_.push_back(
+        {{}, [=](int i, int stage) { f(i < split ? first(i) : second(i), i, stage); }, items, split});
   }
   void barrier(int site) {
     if (site != drop_) flush();
@@ -829,7 +860,7 @@ class HostSched {
         for (int stage = 0; stage < 3; ++stage) {
           shuffle(lanes);
           for (int lane : lanes) {
-            if (stage == 0) FDJPEG_BUDGET_MARK(2);
+            if (stage == 0) FDJPEG_BUDGET_MARK(base < e.split ? 2 : 5);
             e.item(base + lane, stage);
           }
         }
@@ -844,7 +875,7 @@ class HostSched {
             continue;
           }
           for (int i = tid; i < e.items; i += kThreads) {
-            FDJPEG_BUDGET_MARK(2);
+            FDJPEG_BUDGET_MARK(i < e.split ? 2 : 5);
             for (int stage = 0; stage < 3; ++stage) e.item(i, stage);
           }
         }
@@ -857,6 +888,7 @@ class HostSched {
     std::function<void(int)> thread;
     std::function<void(int, int)> item;
     int items;
+    int split;  // items from here on run in a second loop on the device
   };
   void shuffle(std::vector<int>& v) {
     if (rng_) std::shuffle(v.begin(), v.end(), *rng_);
