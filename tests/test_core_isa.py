@@ -40,7 +40,7 @@ _CHILD = textwrap.dedent(
         yield "rgba", np.concatenate([crop, alpha], axis=2)
         yield "strided", img[1:160:2, 3:300:3]
 
-    for name in ("astronaut", "chelsea", "coffee"):
+    for name in ("astronaut", "chelsea"):
         for view, x8 in views(photos[name]):
             for dtype in ("uint8", "float32", "float64"):
                 x = x8 if dtype == "uint8" else (x8 / 255.0).astype(dtype)
@@ -102,7 +102,7 @@ def test_variant_is_chosen(results, isa):
 def test_variant_is_bit_identical_to_baseline(results, isa):
     _, base = results["baseline"]
     _, other = results[isa]
-    assert sorted(base.files) == sorted(other.files) and len(base.files) > 200
+    assert sorted(base.files) == sorted(other.files) and len(base.files) > 150
     for key in base.files:
         a, b = base[key], other[key]
         assert a.dtype == b.dtype and a.shape == b.shape, key
