@@ -21,7 +21,8 @@ namespace detail {
 namespace avx2 {
 
 using Vec = VecAvx2;
-using WideVec = VecAvx2;
+using BlockVecs = VecList<VecAvx2>;
+constexpr bool kFusedColourRead = false;  // measured no faster here
 #include "kernels_variant.inc"
 
 }  // namespace avx2

@@ -24,7 +24,8 @@ namespace detail {
 namespace avx512 {
 
 using Vec = VecAvx2;
-using WideVec = VecAvx512;
+using BlockVecs = VecList<VecAvx512x2, VecAvx512, VecAvx2>;
+constexpr bool kFusedColourRead = true;
 #include "kernels_variant.inc"
 
 }  // namespace avx512

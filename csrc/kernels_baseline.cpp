@@ -13,7 +13,8 @@ namespace detail {
 namespace baseline {
 
 using Vec = VecPortable;
-using WideVec = VecPortable;
+using BlockVecs = VecList<VecPortable>;
+constexpr bool kFusedColourRead = false;  // measured slower here
 #include "kernels_variant.inc"
 
 }  // namespace baseline

@@ -33,7 +33,7 @@ _CHILD = textwrap.dedent(
     out = {}
 
     def views(img):
-        crop = img[:97, :131]  # odd sizes: partial blocks and MCUs, an odd number of blocks a row
+        crop = img[:97, :147]  # odd sizes: partial blocks and MCUs; 19 blocks a row: 4 x 4 + 2 + 1
         yield "rgb", crop
         yield "grey", crop.mean(axis=2).round().astype(np.uint8)[..., None]
         alpha = (np.arange(crop.shape[0] * crop.shape[1]) % 251).astype(np.uint8).reshape(crop.shape[:2] + (1,))
