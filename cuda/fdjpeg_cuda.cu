@@ -138,7 +138,9 @@ struct Kind {
   static constexpr bool kYcc = YCC;
   static constexpr int kHf = HF, kVf = VF;
   static constexpr bool kSub = HF * VF > 1;
-  static constexpr int kTileH = kSub ? 64 : 32;  // luma rows
+  // Luma rows: the tallest that leaves room for 2 CTAs per SM on sm_80 (the chroma ring rows
+  // are a smaller share of a taller tile).
+  static constexpr int kTileH = !kSub ? 32 : (VF == 2 ? 80 : 64);
   static constexpr int kRingX = HF == 2 ? 8 : 0, kRingY = VF == 2 ? 8 : 0;  // chroma samples
   // The chroma region: the tile's chroma and the ring (chroma coordinates).
   static constexpr int kChromaCols = kTileW / HF + 2 * kRingX;
@@ -210,6 +212,10 @@ struct Tile {
   const uint8_t* block_map = nullptr;  // the image's block map, if any
 };
 
+// 8-bit images: whole-number samples between stages, as libjpeg.
+template <class T>
+constexpr bool kIntegerSamples = std::is_same<T, uint8_t>::value;
+
 FDJPEG_HD int imin(int a, int b) { return b < a ? b : a; }
 FDJPEG_HD int imax(int a, int b) { return a < b ? b : a; }
 
@@ -278,15 +284,21 @@ FDJPEG_HD void fetch4(const T* row, int x, int width, const int* ss, bool vector
 }
 
 // Writes the NC channels of the pixels x..x+3 of a row that lie inside the image (x < width).
-// VEC as for fetch4.
-template <class T, int NC, bool VEC>
+// VEC as for fetch4. WHOLE: the values are whole numbers in 0..255 already (8-bit samples straight
+// from the IDCT's rounding), which store_sample's + 0.5 and truncation leave as they are.
+template <class T, int NC, bool VEC, bool WHOLE = false>
 FDJPEG_HD void put4(T* row, int x, int width, const int* os, bool vector, const Rn<T> (*v)[4]) {
   if (VEC || (vector && x + 3 < width)) {
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
       Quad<T> q;
 #pragma unroll
-      for (int k = 0; k < 4; ++k) block::store_sample(&q.v[k], v[c][k].v);
+      for (int k = 0; k < 4; ++k) {
+        if (WHOLE && kIntegerSamples<T>)
+          q.v[k] = static_cast<T>(v[c][k].v);
+        else
+          block::store_sample(&q.v[k], v[c][k].v);
+      }
       store_quad(row + x + c * os[2], q);
     }
     return;
@@ -349,9 +361,6 @@ FDJPEG_HD Tile make_tile(const KernelArgs& a, int index, float* smem) {
   if (a.block_map) t.block_map = a.block_map + t.image * a.block_rows * a.block_cols;
   return t;
 }
-
-template <class T>
-constexpr bool kIntegerSamples = std::is_same<T, uint8_t>::value;
 
 // Colour conversion of the NP pixels of v (channels x pixels) into luma and two chroma planes.
 template <class T, class K, int NP>
@@ -625,7 +634,7 @@ FDJPEG_HD void store_plain_rows(const KernelArgs& a, const Tile& t, const T* src
     }
     const int gy = t.y0 + y;
     T* row = dst + gy * a.out_stride[0];
-    put4<T, K::kComps, VEC>(row, gx, g.width, a.out_stride, a.out_vector, o);
+    put4<T, K::kComps, VEC, !K::kYcc>(row, gx, g.width, a.out_stride, a.out_vector, o);
   }
 }
 
