@@ -24,7 +24,7 @@ namespace detail {
 namespace avx512 {
 
 using Vec = VecAvx2;
-using BlockVecs = VecList<VecAvx512x2, VecAvx512, VecAvx2>;
+using BlockVecs = VecList<Lockstep<VecAvx512>, VecAvx512, VecAvx2>;
 constexpr bool kFusedColourRead = true;
 #include "kernels_variant.inc"
 

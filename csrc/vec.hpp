@@ -158,42 +158,42 @@ struct VecAvx512 {
   static inline void transpose(VecAvx512* r) { transpose8x8(r); }
 };
 
-// Two VecAvx512 in lockstep, four blocks: the long dependency chain of one block transform
-// (two AAN passes, a division, two more passes) leaves the out-of-order window short of
-// independent work with two blocks in flight; four fill it (measured: ~1.2-1.4x the transform).
-struct VecAvx512x2 {
-  static constexpr int kBlocks = 4;
-  VecAvx512 a, b;
+#endif
 
-  static inline VecAvx512x2 load(const float* p) {
-    const VecAvx512 x = VecAvx512::load(p);
+// Two vectors of V in lockstep, twice the blocks: the long dependency chain of one block transform
+// (two AAN passes, a division, two more passes) leaves the out-of-order window short of
+// independent work; two chains interleaved fill it (AVX-512: 1.03-1.12x pipeline, measured).
+template <class V>
+struct Lockstep {
+  static constexpr int kBlocks = 2 * V::kBlocks;
+  V a, b;
+
+  static inline Lockstep load(const float* p) {
+    const V x = V::load(p);
     return {x, x};
   }
-  static inline VecAvx512x2 load_lines(const float* p) {
-    return {VecAvx512::load_lines(p), VecAvx512::load_lines(p + 16)};
-  }
+  static inline Lockstep load_lines(const float* p) { return {V::load_lines(p), V::load_lines(p + 8 * V::kBlocks)}; }
   inline void store_lines(float* p) const {
     a.store_lines(p);
-    b.store_lines(p + 16);
+    b.store_lines(p + 8 * V::kBlocks);
   }
-  static inline VecAvx512x2 all(float x) { return {VecAvx512::all(x), VecAvx512::all(x)}; }
-  inline VecAvx512x2 operator+(const VecAvx512x2& o) const { return {a + o.a, b + o.b}; }
-  inline VecAvx512x2 operator-(const VecAvx512x2& o) const { return {a - o.a, b - o.b}; }
-  inline VecAvx512x2 operator*(const VecAvx512x2& o) const { return {a * o.a, b * o.b}; }
-  inline VecAvx512x2 operator/(const VecAvx512x2& o) const { return {a / o.a, b / o.b}; }
-  inline VecAvx512x2 clamp(float lo, float hi) const { return {a.clamp(lo, hi), b.clamp(lo, hi)}; }
-  static inline void transpose(VecAvx512x2* r) {
-    VecAvx512 x[8], y[8];
+  static inline Lockstep all(float x) { return {V::all(x), V::all(x)}; }
+  inline Lockstep operator+(const Lockstep& o) const { return {a + o.a, b + o.b}; }
+  inline Lockstep operator-(const Lockstep& o) const { return {a - o.a, b - o.b}; }
+  inline Lockstep operator*(const Lockstep& o) const { return {a * o.a, b * o.b}; }
+  inline Lockstep operator/(const Lockstep& o) const { return {a / o.a, b / o.b}; }
+  inline Lockstep clamp(float lo, float hi) const { return {a.clamp(lo, hi), b.clamp(lo, hi)}; }
+  static inline void transpose(Lockstep* r) {
+    V x[8], y[8];
     for (int i = 0; i < 8; ++i) {
       x[i] = r[i].a;
       y[i] = r[i].b;
     }
-    VecAvx512::transpose(x);
-    VecAvx512::transpose(y);
+    V::transpose(x);
+    V::transpose(y);
     for (int i = 0; i < 8; ++i) r[i] = {x[i], y[i]};
   }
 };
-#endif
 
 }  // namespace
 }  // namespace detail
