@@ -15,8 +15,8 @@
 // subsampled directions only (4:2:2: left and right), computing no luma for the ring. A
 // two-kernel design would write and re-read the chroma planes as floats (more bytes per pixel than
 // a uint8 image moves in all); the ring's pixels are those the neighbouring CTAs read at about the
-// same time, so they mostly hit L2. With 4:2:0 the ring makes 1.9x the chroma blocks (about 30%
-// more transform work). Without subsampling there is no ring.
+// same time, so they mostly hit L2. With 4:2:0 tiles of 128 x 80 the ring makes 1.75x the chroma
+// blocks (25% more transform work). Without subsampling there is no ring.
 //
 // The arithmetic is the CPU core's own: the functions of csrc/block_math.hpp, instantiated with
 // `Rn`, a float whose operations are __fadd_rn / __fmul_rn / ... (never contracted into
@@ -511,9 +511,9 @@ struct BlockRef {
 
 // The table set of a block at (row, col) of its plane, with a block map: chroma blocks of a
 // subsampled plane take the choice of the luma block at their corner.
-template <class K>
+template <class K, bool MAP>
 FDJPEG_HD int table_set(const KernelArgs& a, const Tile& t, int comp, int row, int col, bool live) {
-  if (!t.block_map || !live) return 0;
+  if (!MAP || !live) return 0;
   const int hf = comp ? K::kHf : 1, vf = comp ? K::kVf : 1;
   return t.block_map[row * vf * static_cast<int>(a.block_cols) + col * hf];
 }
@@ -521,7 +521,7 @@ FDJPEG_HD int table_set(const KernelArgs& a, const Tile& t, int comp, int row, i
 // Blocks of the tile: luma first, then those of each chroma plane, row by row. Without
 // subsampling all planes have the tile's geometry and lie one after another (block_ref covers
 // them all); with it, chroma_ref takes the chroma blocks, from 0.
-template <class K>
+template <class K, bool MAP>
 FDJPEG_HD BlockRef block_ref(const KernelArgs& a, const Tile& t, int b) {
   static_assert(K::kSub || (K::kChromaStride == kLumaStride && K::kChromaRows == K::kTileH), "plane layout");
   const int plane = b / K::kLumaBlocks, in_plane = b % K::kLumaBlocks;
@@ -530,11 +530,11 @@ FDJPEG_HD BlockRef block_ref(const KernelArgs& a, const Tile& t, int b) {
   r.comp = plane;
   r.stride = kLumaStride;
   r.origin = t.luma + plane * K::kTileH * kLumaStride + by * 8 * kLumaStride + bx * 8;
-  r.set = table_set<K>(a, t, plane, t.y0 / 8 + by, t.x0 / 8 + bx, by * 8 < t.h && bx * 8 < t.w);
+  r.set = table_set<K, MAP>(a, t, plane, t.y0 / 8 + by, t.x0 / 8 + bx, by * 8 < t.h && bx * 8 < t.w);
   return r;
 }
 
-template <class K>
+template <class K, bool MAP>
 FDJPEG_HD BlockRef chroma_ref(const KernelArgs& a, const Tile& t, int b) {
   const int plane = b >= K::kChromaBlocks;
   b -= plane * K::kChromaBlocks;
@@ -545,7 +545,7 @@ FDJPEG_HD BlockRef chroma_ref(const KernelArgs& a, const Tile& t, int b) {
   // A select, not an index: the pointers stay in registers (an indexed array goes to the stack).
   r.origin = (plane ? t.chroma[1] : t.chroma[0]) + by * 8 * K::kChromaStride + bx * 8;
   const int row = t.cy0 / 8 + by, col = t.cx0 / 8 + bx;
-  r.set = table_set<K>(a, t, r.comp, row, col,
+  r.set = table_set<K, MAP>(a, t, r.comp, row, col,
                        row >= 0 && row < a.g.chroma_block_rows && col >= 0 && col < a.g.chroma_block_cols);
   return r;
 }
@@ -566,9 +566,9 @@ FDJPEG_HD void forward_column(const BlockRef& r, int x) {
 
 // Stage 2: forward AAN along row `u`, round(coef / Qc) * Qd with the AAN-scaled tables, inverse
 // AAN along the row (block::quantize_dequantize: exact division for v = 0 and 4).
-template <class T, class K>
+template <class T, class K, bool MAP>
 FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u) {
-  const float* table = a.block_map ? a.sets + r.set * kSetFloats : t.tables;
+  const float* table = MAP ? a.sets + r.set * kSetFloats : t.tables;
   const float* rec = table + (r.comp * 8 + u) * kRecord;
   Rn<T> scale[8], dq[8];
   ld4(rec, scale);
@@ -757,15 +757,16 @@ struct DeviceSched {
     f(static_cast<int>(threadIdx.x));
   }
   __device__ void barrier(int) { __syncthreads(); }
-  // Items [0, split) prepared by `first`, [split, items) by `second`; split a multiple of 32.
-  template <class P, class Q, class F>
+  // Items [0, split) prepared by `first`, [split, items) by `second`; split a multiple of 256.
+  // MARK_*: the budget markers of the two loops.
+  template <int MARK_FIRST, int MARK_SECOND, class P, class Q, class F>
   __device__ void warp_stages(int split, int items, const P& first, const Q& second, const F& f) {
     for (int i = threadIdx.x; i < split; i += kThreads) {
-      FDJPEG_BUDGET_MARK(2);
+      FDJPEG_BUDGET_MARK(MARK_FIRST);
       stages(first(i), i, f);
     }
     for (int i = split + threadIdx.x; i < items; i += kThreads) {
-      FDJPEG_BUDGET_MARK(5);
+      FDJPEG_BUDGET_MARK(MARK_SECOND);
       stages(second(i), i, f);
     }
   }
@@ -804,19 +805,28 @@ FDJPEG_HD void run_tile(S& s, const KernelArgs& a, int index, float* smem) {
     s.barrier(0);
     // Subsampled: luma blocks, then chroma blocks in a loop of their own (two simple index maps
     // rather than one with a branch).
+    // With a block map or without (table set 0 in shared memory): two instantiations, chosen
+    // once per tile.
     constexpr int kSplit = K::kSub ? K::kLumaBlocks * 8 : K::kBlocks * 8;
-    static_assert(kSplit % 32 == 0, "each loop gives whole warps whole blocks");
-    s.warp_stages(
-        kSplit, K::kBlocks * 8, [&a, &t](int i) { return block_ref<K>(a, t, i >> 3); },
-        [&a, &t](int i) { return chroma_ref<K>(a, t, (i - kSplit) >> 3); },
-        [&a, &t](const BlockRef& r, int i, int stage) {
-          if (stage == 0)
-            forward_column<T, K>(r, i & 7);
-          else if (stage == 1)
-            quantize_row<T, K>(a, t, r, i & 7);
-          else
-            inverse_column<T, K>(r, i & 7);
-        });
+    static_assert(kSplit % kThreads == 0, "thread i takes items i (mod 256) in both loops");
+    auto transform = [&s, &a, &t](auto with_map) {
+      constexpr bool MAP = decltype(with_map)::value;
+      s.template warp_stages<MAP ? 0 : 2, MAP ? 0 : 5>(
+          kSplit, K::kBlocks * 8, [&a, &t](int i) { return block_ref<K, MAP>(a, t, i >> 3); },
+          [&a, &t](int i) { return chroma_ref<K, MAP>(a, t, (i - kSplit) >> 3); },
+          [&a, &t](const BlockRef& r, int i, int stage) {
+            if (stage == 0)
+              forward_column<T, K>(r, i & 7);
+            else if (stage == 1)
+              quantize_row<T, K, MAP>(a, t, r, i & 7);
+            else
+              inverse_column<T, K>(r, i & 7);
+          });
+    };
+    if (a.block_map)
+      transform(std::true_type{});
+    else
+      transform(std::false_type{});
     s.barrier(1);
     s.phase([&a, &t, src, ss, vec, dst](int tid) {
       if constexpr (K::kSub)
@@ -850,7 +860,7 @@ class HostSched {
   void phase(const F& f) {
     pending_.push_back({std::function<void(int)>(f), {}, 0, 0});
   }
-  template <class P, class Q, class F>
+  template <int, int, class P, class Q, class F>
   void warp_stages(int split, int items, const P& first, const Q& second, const F& f) {
     pending_.push_back(
         {{}, [=](int i, int stage) { f(i < split ? first(i) : second(i), i, stage); }, items, split});
