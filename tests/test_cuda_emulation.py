@@ -204,3 +204,71 @@ def test_an_old_driver_is_named_as_such():
     if "insufficient" not in problem:
         pytest.skip(f"the driver here is not too old ({problem or 'a GPU is usable'})")
     assert problem.startswith("no usable GPU") and "R580" in problem
+
+
+# ------------------------------------------------------------------------------------------------
+# GPU only (skipped where none is usable): the host side of a launch
+
+
+@pytest.mark.cuda
+def test_gpu_occupancy_is_at_least_two_ctas_per_sm():
+    for color, subsampling, shift in ((0, 0, False), (1, 0, True), (1, 1, True), (1, 2, True)):
+        for dtype in ("uint8", "float32"):
+            assert cuda.occupancy(dtype, [1, 224, 224, 3], color, subsampling, shift, 0) >= 2
+
+
+@pytest.mark.cuda
+def test_gpu_calls_from_threads_with_different_kernels():
+    # each kernel's shared-memory allowance is set once per device, under a lock, while other
+    # threads (the GIL released) launch others
+    import threading
+
+    import fdjpeg
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(image(rng, 4, 96, 120, 3, np.uint8)).permute(0, 3, 1, 2).contiguous()
+    want = {sub: fdjpeg.jpeg(x, 60, subsampling=sub) for sub in ("444", "422", "420")}
+    gpu = x.cuda()
+    errors = []
+
+    def work(sub):
+        try:
+            for _ in range(5):
+                got = fdjpeg.jpeg(gpu, 60, subsampling=sub)
+                torch.cuda.current_stream().synchronize()
+                assert torch.equal(got.cpu(), want[sub])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(sub,)) for sub in ("444", "422", "420") * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+@pytest.mark.cuda
+def test_gpu_call_leaves_the_current_device_as_it_was():
+    import fdjpeg
+    import torch
+
+    x = torch.zeros(1, 3, 16, 16, dtype=torch.uint8, device=f"cuda:{torch.cuda.device_count() - 1}")
+    before = torch.cuda.current_device()
+    fdjpeg.jpeg(x, 50)
+    assert torch.cuda.current_device() == before
+
+
+@pytest.mark.cuda
+def test_gpu_passes_with_a_ring_run_through_the_torch_workspace():
+    # 4:2:0 with 2 passes: two launches through an intermediate image in torch's allocator
+    import fdjpeg
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(image(rng, 2, 64, 80, 3, np.uint8)).permute(0, 3, 1, 2).contiguous()
+    steps = tables.ijg(40)
+    want = fdjpeg.quantize(x, steps, color="ycbcr", subsampling="420", passes=2)
+    got = fdjpeg.quantize(x.cuda(), steps, color="ycbcr", subsampling="420", passes=2)
+    assert torch.equal(got.cpu(), want)
