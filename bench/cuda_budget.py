@@ -34,7 +34,13 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["-std=c++17", "-O3", "--fmad=false", "-prec-div=true", "-Xcompiler=-ffp-contract=off"]
+FLAGS = [
+    "-std=c++17",
+    "-O3",
+    "--fmad=false",
+    "-prec-div=true",
+    "-Xcompiler=-ffp-contract=off",
+]
 
 # (label, dtype, color, subsampling, level shift): the calls the targets are stated for.
 CASES = [
@@ -46,15 +52,40 @@ CASES = [
     ("jpeg 4:4:4", "f32", 1, 0, True),
     ("jpeg 4:2:0", "f32", 1, 2, True),
 ]
-PHASES = {1: "load", 4: "ring", 2: "transform", 5: "transform", 3: "store"}  # 5: chroma blocks
+PHASES = {
+    1: "load",
+    4: "ring",
+    2: "transform",
+    5: "transform",
+    3: "store",
+}  # 5: chroma blocks
 # The kernel's Kind<components, YCbCr, HF, VF> for 3-channel images, by (color, subsampling).
-KINDS = {(0, 0): "3, false, 1, 1", (1, 0): "3, true, 1, 1", (1, 1): "3, true, 2, 1", (1, 2): "3, true, 2, 2"}
+KINDS = {
+    (0, 0): "3, false, 1, 1",
+    (1, 0): "3, true, 1, 1",
+    (1, 1): "3, true, 2, 1",
+    (1, 2): "3, true, 2, 2",
+}
 
 # Per-SM limits: registers, threads, CTAs, shared memory per SM and per CTA (opt-in), and the
 # shared memory the runtime reserves per CTA.
 LIMITS = {
-    80: dict(regs=65536, threads=2048, ctas=32, smem=167936, smem_cta=166912, reserved=1024),
-    90: dict(regs=65536, threads=2048, ctas=32, smem=233472, smem_cta=232448, reserved=1024),
+    80: {
+        "regs": 65536,
+        "threads": 2048,
+        "ctas": 32,
+        "smem": 167936,
+        "smem_cta": 166912,
+        "reserved": 1024,
+    },
+    90: {
+        "regs": 65536,
+        "threads": 2048,
+        "ctas": 32,
+        "smem": 233472,
+        "smem_cta": 232448,
+        "reserved": 1024,
+    },
 }
 
 HOST_MAIN = r"""
@@ -99,7 +130,11 @@ int main(int argc, char** argv) {
 
 def tool(name: str) -> str:
     """A CUDA binary: on PATH, in /usr/local/cuda/bin, or from the nvidia-cuda-* wheels."""
-    found = shutil.which(name) or (f"/usr/local/cuda/bin/{name}" if os.path.exists(f"/usr/local/cuda/bin/{name}") else None)
+    found = shutil.which(name) or (
+        f"/usr/local/cuda/bin/{name}"
+        if os.path.exists(f"/usr/local/cuda/bin/{name}")
+        else None
+    )
     if found:
         return found
     try:
@@ -110,11 +145,13 @@ def tool(name: str) -> str:
                 return str(path)
     except ImportError:
         pass
-    sys.exit(f"{name} not found: install it with `pip install nvidia-cuda-{name}` or put the CUDA toolkit's bin on PATH")
+    sys.exit(
+        f"{name} not found: install it with `pip install nvidia-cuda-{name}` or put the CUDA toolkit's bin on PATH"
+    )
 
 
 def sh(cmd: list[str]) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)}\n{done.stdout}{done.stderr}")
     return done.stdout
@@ -124,7 +161,9 @@ def demangle(names: list[str]) -> dict[str, str]:
     cxxfilt = shutil.which("c++filt")
     if not cxxfilt:
         return {n: n for n in names}
-    out = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True).stdout.split("\n")
+    out = subprocess.run(
+        [cxxfilt], input="\n".join(names), capture_output=True, text=True, check=False
+    ).stdout.split("\n")
     return dict(zip(names, out))
 
 
@@ -174,10 +213,16 @@ def loop_costs(code: list[tuple[int, str]]) -> dict[int, float]:
             continue
         lo, hi = min(around, key=lambda r: r[1] - r[0])
         body = [(a, i) for a, i in code if lo <= a <= hi]
-        copies = [n for n, (a, i) in enumerate(body) if i.startswith("NANOSLEEP") and marker_id(i) == k]
+        copies = [
+            n
+            for n, (a, i) in enumerate(body)
+            if i.startswith("NANOSLEEP") and marker_id(i) == k
+        ]
         if len(copies) > 1:
             span = body[copies[0] : copies[-1]]
-            costs[k] = sum(not i.startswith("NANOSLEEP") for _, i in span) / (len(copies) - 1)
+            costs[k] = sum(not i.startswith("NANOSLEEP") for _, i in span) / (
+                len(copies) - 1
+            )
         else:
             costs[k] = sum(not i.startswith("NANOSLEEP") for _, i in body)
     return costs
@@ -200,11 +245,15 @@ def ctas_per_sm(arch: int, regs: int, smem: int, threads: int) -> tuple[int, str
     by_smem = lim["smem"] // smem if smem - lim["reserved"] <= lim["smem_cta"] else 0
     by_threads = lim["threads"] // threads
     n = min(by_regs, by_smem, by_threads, lim["ctas"])
-    limiter = {by_regs: "registers", by_smem: "shared memory", by_threads: "threads"}[min(by_regs, by_smem, by_threads)]
+    limiter = {by_regs: "registers", by_smem: "shared memory", by_threads: "threads"}[
+        min(by_regs, by_smem, by_threads)
+    ]
     return n, limiter
 
 
-def kernel_for(names: dict[str, str], dtype: str, color: int, sub: int, shift: bool) -> str:
+def kernel_for(
+    names: dict[str, str], dtype: str, color: int, sub: int, shift: bool
+) -> str:
     """The kernel a call launches: pipeline_kernel<T> (one per sample type), or
     pipeline_kernel<T, Kind<...>> where the kernel is also a template on the kind of image."""
     ctype = "unsigned char" if dtype == "u8" else "float"
@@ -212,22 +261,40 @@ def kernel_for(names: dict[str, str], dtype: str, color: int, sub: int, shift: b
     kinded = [m for m in ours if "Kind<" in names[m]]
     if kinded:
         kind = f"Kind<{KINDS[color, sub]}"
-        ours = [m for m in kinded if re.search(rf"{kind}(, {'true' if shift else 'false'})?>", names[m])]
+        ours = [
+            m
+            for m in kinded
+            if re.search(rf"{kind}(, {'true' if shift else 'false'})?>", names[m])
+        ]
     if len(ours) != 1:
-        sys.exit(f"cannot tell the kernel of {dtype} color {color} subsampling {sub} among {[names[m] for m in ours]}")
+        sys.exit(
+            f"cannot tell the kernel of {dtype} color {color} subsampling {sub} among {[names[m] for m in ours]}"
+        )
     return ours[0]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=1024, help="image side for the trip counts (default 1024)")
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=1024,
+        help="image side for the trip counts (default 1024)",
+    )
     ap.add_argument("--arch", type=int, nargs="+", default=[90, 80])
     ap.add_argument("--keep", help="keep the build products in this folder")
-    ap.add_argument("--root", type=Path, default=ROOT, help="the source tree to measure (e.g. a worktree of an older commit)")
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="the source tree to measure (e.g. a worktree of an older commit)",
+    )
     args = ap.parse_args()
     nvcc, cuobjdump = tool("nvcc"), tool("cuobjdump")
     # cuobjdump -sass runs nvdisasm (nvidia-cuda-nvdisasm), found through PATH.
-    os.environ["PATH"] = os.path.dirname(tool("nvdisasm")) + os.pathsep + os.environ["PATH"]
+    os.environ["PATH"] = (
+        os.path.dirname(tool("nvdisasm")) + os.pathsep + os.environ["PATH"]
+    )
     work = Path(args.keep or tempfile.mkdtemp(prefix="fdjpeg-budget-"))
     work.mkdir(parents=True, exist_ok=True)
     root = args.root.resolve()
@@ -235,19 +302,48 @@ def main() -> None:
     inc = ["-I", str(root / "csrc"), "-I", str(root / "cuda"), "-DFDJPEG_BUDGET"]
     # Older trees: fewer marker slots, emulate_on_host() without an order argument.
     marks = re.search(r"budget_hits\[(\d+)\]", src.read_text()).group(1)
-    order = ", cuda::EmulationOrder{}" if "EmulationOrder" in (root / "cuda" / "fdjpeg_cuda.hpp").read_text() else ""
+    order = (
+        ", cuda::EmulationOrder{}"
+        if "EmulationOrder" in (root / "cuda" / "fdjpeg_cuda.hpp").read_text()
+        else ""
+    )
 
-    (work / "main.cu").write_text(HOST_MAIN.replace("BUDGET_MARKS", marks).replace(" EMULATION_ORDER", order))
+    (work / "main.cu").write_text(
+        HOST_MAIN.replace("BUDGET_MARKS", marks).replace(" EMULATION_ORDER", order)
+    )
     host = work / "budget_host"
-    sh([nvcc, *FLAGS, *inc, "-gencode", "arch=compute_90,code=compute_90", str(src), str(root / "csrc" / "spec.cpp"),
-        str(work / "main.cu"), "-o", str(host)])
+    sh(
+        [
+            nvcc,
+            *FLAGS,
+            *inc,
+            "-gencode",
+            "arch=compute_90,code=compute_90",
+            str(src),
+            str(root / "csrc" / "spec.cpp"),
+            str(work / "main.cu"),
+            "-o",
+            str(host),
+        ]
+    )
 
     sass: dict[int, dict[str, list]] = {}
     res: dict[int, dict[str, tuple[int, int]]] = {}
     names: dict[str, str] = {}
     for arch in args.arch:
         cubin = work / f"kernel_sm{arch}.cubin"
-        sh([nvcc, *FLAGS, *inc, "-cubin", f"-arch=sm_{arch}", str(src), "-o", str(cubin)])
+        sh(
+            [
+                nvcc,
+                *FLAGS,
+                *inc,
+                "-cubin",
+                f"-arch=sm_{arch}",
+                str(src),
+                "-o",
+                str(cubin),
+            ]
+        )
         text = sh([cuobjdump, "-sass", str(cubin)])
         (work / f"kernel_sm{arch}.sass").write_text(text)
         sass[arch] = parse_sass(text)
@@ -255,12 +351,26 @@ def main() -> None:
         names.update(demangle(list(sass[arch])))
 
     threads = 256
-    print(f"image {args.size} x {args.size} x 3, CTAs of {threads} threads; thread instructions per output pixel")
-    head = (f"{'case':<12}{'dtype':<6}{'arch':>5}{'load':>7}{'ring':>7}{'transf':>7}{'store':>7}{'total':>7}"
-            f"{'regs':>6}{'smem B':>8}  CTAs/SM (limit)   kernel instrs")
+    print(
+        f"image {args.size} x {args.size} x 3, CTAs of {threads} threads; thread instructions per output pixel"
+    )
+    head = (
+        f"{'case':<12}{'dtype':<6}{'arch':>5}{'load':>7}{'ring':>7}{'transf':>7}{'store':>7}{'total':>7}"
+        f"{'regs':>6}{'smem B':>8}  CTAs/SM (limit)   kernel instrs"
+    )
     print(head)
     for label, dtype, color, sub, shift in CASES:
-        out = sh([str(host), dtype, str(args.size), str(args.size), str(color), str(sub), str(int(shift))]).split()
+        out = sh(
+            [
+                str(host),
+                dtype,
+                str(args.size),
+                str(args.size),
+                str(color),
+                str(sub),
+                str(int(shift)),
+            ]
+        ).split()
         smem, _tiles, *hits = (int(v) for v in out)
         pixels = args.size * args.size
         for arch in args.arch:
@@ -268,14 +378,20 @@ def main() -> None:
             code = sass[arch][k]
             costs = loop_costs(code)
             # a phase without hits (no ring) costs nothing; one with hits but no marker is unknown
-            per = {p: (costs.get(p, float("nan")) * hits[p - 1] if hits[p - 1] else 0.0) / pixels for p in PHASES}
+            per = {
+                p: (costs.get(p, float("nan")) * hits[p - 1] if hits[p - 1] else 0.0)
+                / pixels
+                for p in PHASES
+            }
             regs, static = res[arch].get(k, (0, 0))
             # cuobjdump counts the runtime's reserved 1 KB as static shared memory on sm_90.
             cta_smem = smem + max(static, LIMITS[arch]["reserved"])
             n, limiter = ctas_per_sm(arch, regs, cta_smem, threads)
-            print(f"{label:<12}{dtype:<6}{arch:>5}{per[1]:>7.1f}{per[4]:>7.1f}{per[2] + per[5]:>7.1f}{per[3]:>7.1f}"
-                  f"{sum(per.values()):>7.1f}"
-                  f"{regs:>6}{cta_smem:>8}  {n} ({limiter}){'':<6}{len(code)}")
+            print(
+                f"{label:<12}{dtype:<6}{arch:>5}{per[1]:>7.1f}{per[4]:>7.1f}{per[2] + per[5]:>7.1f}{per[3]:>7.1f}"
+                f"{sum(per.values()):>7.1f}"
+                f"{regs:>6}{cta_smem:>8}  {n} ({limiter}){'':<6}{len(code)}"
+            )
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -13,11 +13,12 @@ vector paths and strided ones); the draw is small enough for CI (a few seconds).
 
 import numpy as np
 import pytest
-
 from fdjpeg import _core, _gpu, tables
 
 cuda = _gpu.cuda_module()
-pytestmark = pytest.mark.skipif(cuda is None, reason="fdjpeg was built without the CUDA module")
+pytestmark = pytest.mark.skipif(
+    cuda is None, reason="fdjpeg was built without the CUDA module"
+)
 
 POISON = {np.uint8: 0xA5, np.float32: np.nan, np.float64: np.nan}
 
@@ -54,57 +55,104 @@ def layout(x, kind):
 def image(rng, n, h, w, c, dtype):
     """Smooth content with noise (real-looking blocks: many coefficients survive quantization)."""
     yy, xx = np.mgrid[0:h, 0:w]
-    base = 128 + 90 * np.sin(xx[None, ..., None] / 7.0 + np.arange(c) + yy[None, ..., None] / 11.0)
+    base = 128 + 90 * np.sin(
+        xx[None, ..., None] / 7.0 + np.arange(c) + yy[None, ..., None] / 11.0
+    )
     x = np.clip(base + rng.normal(0, 25, (n, h, w, c)), 0, 255).astype(np.uint8)
     return x if dtype == np.uint8 else (x / 255.0).astype(dtype)
 
 
-def run_both(x, quant, color, subsampling, level_shift, passes, block_map, seed, out_kind="nhwc", drop=-1):
+def run_both(
+    x,
+    quant,
+    color,
+    subsampling,
+    level_shift,
+    passes,
+    block_map,
+    seed,
+    out_kind="nhwc",
+    drop=-1,
+):
     want = np.empty(x.shape, x.dtype)
-    _core.quantize(x, want, quant, quant, color, subsampling, level_shift, passes, block_map, 1)
+    _core.quantize(
+        x, want, quant, quant, color, subsampling, level_shift, passes, block_map, 1
+    )
     got = layout(np.full(x.shape, POISON[x.dtype.type], x.dtype), out_kind)
-    cuda.emulate(x, got, quant, quant, color, subsampling, level_shift, passes, block_map, seed=seed, drop_barrier=drop)
+    cuda.emulate(
+        x,
+        got,
+        quant,
+        quant,
+        color,
+        subsampling,
+        level_shift,
+        passes,
+        block_map,
+        seed=seed,
+        drop_barrier=drop,
+    )
     return want, got
 
 
 def same_bytes(a, b):
-    return np.array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
+    return np.array_equal(
+        np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8)
+    )
 
 
 def draw_case(rng):
     channels = int(rng.choice([1, 3, 4]))
     color = int(rng.integers(0, 2))
-    case = dict(
-        h=odd_size(rng),
-        w=odd_size(rng),
-        channels=channels,
-        dtype=[np.uint8, np.float32, np.float64][int(rng.choice(3, p=[0.6, 0.3, 0.1]))],
-        color=color,
-        subsampling=int(rng.integers(0, 3)),
-        level_shift=bool(color or rng.integers(0, 2)),
-        passes=int(rng.integers(1, 4)),
-        block_map=bool(rng.integers(0, 4) == 0),
-        in_kind=str(rng.choice(["nhwc", "nchw", "strided"])),
-        out_kind=str(rng.choice(["nhwc", "nchw", "strided"])),
-    )
+    case = {
+        "h": odd_size(rng),
+        "w": odd_size(rng),
+        "channels": channels,
+        "dtype": [np.uint8, np.float32, np.float64][
+            int(rng.choice(3, p=[0.6, 0.3, 0.1]))
+        ],
+        "color": color,
+        "subsampling": int(rng.integers(0, 3)),
+        "level_shift": bool(color or rng.integers(0, 2)),
+        "passes": int(rng.integers(1, 4)),
+        "block_map": bool(rng.integers(0, 4) == 0),
+        "in_kind": str(rng.choice(["nhwc", "nchw", "strided"])),
+        "out_kind": str(rng.choice(["nhwc", "nchw", "strided"])),
+    }
     return case
 
 
 CASES = [draw_case(np.random.default_rng(1000 + i)) for i in range(150)]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "{h}x{w}x{channels}-{color}-{subsampling}-p{passes}".format(**c))
+@pytest.mark.parametrize(
+    "case",
+    CASES,
+    ids=lambda c: "{h}x{w}x{channels}-{color}-{subsampling}-p{passes}".format(**c),
+)
 def test_gpu_order_equals_cpu_core(case):
     rng = np.random.default_rng(case["h"] * 1000 + case["w"])
     c = case
     x = layout(image(rng, 2, c["h"], c["w"], c["channels"], c["dtype"]), c["in_kind"])
-    quant = FD_SET if c["color"] == 0 and not c["level_shift"] else table_sets(15, 50, 90)
+    quant = (
+        FD_SET if c["color"] == 0 and not c["level_shift"] else table_sets(15, 50, 90)
+    )
     block_map = None
     if c["block_map"]:
-        rows, cols = _core.padded_blocks(c["h"], c["w"], c["subsampling"], c["color"] == 1 and c["channels"] != 1)
+        rows, cols = _core.padded_blocks(
+            c["h"], c["w"], c["subsampling"], c["color"] == 1 and c["channels"] != 1
+        )
         block_map = rng.integers(0, len(quant), (2, rows, cols), dtype=np.uint8)
     want, got = run_both(
-        x, quant, c["color"], c["subsampling"], c["level_shift"], c["passes"], block_map, seed=c["h"], out_kind=c["out_kind"]
+        x,
+        quant,
+        c["color"],
+        c["subsampling"],
+        c["level_shift"],
+        c["passes"],
+        block_map,
+        seed=c["h"],
+        out_kind=c["out_kind"],
     )
     assert same_bytes(got, want), f"{int((got != want).sum())} samples differ"
 
@@ -115,7 +163,9 @@ def test_several_tiles_each_way_in_gpu_order(subsampling, dtype):
     # 300 x 451: 3 x 4 tiles at 4:2:0, partial at the right and the bottom; the ring on all sides
     rng = np.random.default_rng(7)
     x = layout(image(rng, 1, 300, 451, 3, dtype), "nchw")
-    want, got = run_both(x, table_sets(20), 1, subsampling, True, 1, None, seed=subsampling)
+    want, got = run_both(
+        x, table_sets(20), 1, subsampling, True, 1, None, seed=subsampling
+    )
     assert same_bytes(got, want)
 
 
@@ -123,17 +173,20 @@ def test_several_tiles_each_way_in_gpu_order(subsampling, dtype):
 def test_orders_give_the_same_bytes(seed):
     rng = np.random.default_rng(seed)
     x = image(rng, 1, 77, 131, 3, np.uint8)
-    runs = [run_both(x, table_sets(30), 1, 2, True, 2, None, seed=s)[1] for s in (seed, seed + 10)]
+    runs = [
+        run_both(x, table_sets(30), 1, 2, True, 2, None, seed=s)[1]
+        for s in (seed, seed + 10)
+    ]
     assert same_bytes(runs[0], runs[1])
 
 
 # A tile's barriers: 0 after the load (the transform reads what other threads loaded), 1 after
 # the transform (the store reads other warps' blocks), 2 at the end of a pass.
 BROKEN = [
-    (0, dict(color=1, subsampling=2, level_shift=True, passes=1)),
-    (0, dict(color=0, subsampling=0, level_shift=False, passes=2)),
-    (1, dict(color=1, subsampling=2, level_shift=True, passes=1)),
-    (1, dict(color=0, subsampling=0, level_shift=False, passes=1)),
+    (0, {"color": 1, "subsampling": 2, "level_shift": True, "passes": 1}),
+    (0, {"color": 0, "subsampling": 0, "level_shift": False, "passes": 2}),
+    (1, {"color": 1, "subsampling": 2, "level_shift": True, "passes": 1}),
+    (1, {"color": 0, "subsampling": 0, "level_shift": False, "passes": 1}),
 ]
 
 
@@ -141,13 +194,23 @@ def broken_run(drop, setup):
     rng = np.random.default_rng(drop)
     x = image(rng, 1, 64, 160, 3, np.uint8)
     quant = FD_SET if setup["color"] == 0 else table_sets(50)
-    args = (x, quant, setup["color"], setup["subsampling"], setup["level_shift"], setup["passes"], None)
+    args = (
+        x,
+        quant,
+        setup["color"],
+        setup["subsampling"],
+        setup["level_shift"],
+        setup["passes"],
+        None,
+    )
     want, got = run_both(*args, seed=5)
     assert same_bytes(got, want)  # the whole kernel in this order: right
     return want, run_both(*args, seed=5, drop=drop)[1]
 
 
-@pytest.mark.parametrize("drop,setup", BROKEN, ids=lambda v: str(v) if isinstance(v, int) else "")
+@pytest.mark.parametrize(
+    "drop,setup", BROKEN, ids=lambda v: str(v) if isinstance(v, int) else ""
+)
 def test_a_missing_barrier_is_caught(drop, setup):
     want, broken = broken_run(drop, setup)
     assert not same_bytes(broken, want)  # the same order without that barrier: caught
@@ -157,19 +220,33 @@ def test_the_end_of_pass_barrier_guards_no_present_hazard():
     # Each thread reloads, in the next pass, exactly the pixels (and shared words) it stored
     # itself, so barrier 2 is not needed by the present mapping; the kernel keeps it so that
     # another mapping cannot race silently.
-    want, unguarded = broken_run(2, dict(color=0, subsampling=0, level_shift=False, passes=3))
+    want, unguarded = broken_run(
+        2, {"color": 0, "subsampling": 0, "level_shift": False, "passes": 3}
+    )
     assert same_bytes(unguarded, want)
 
 
 def test_bad_drop_barrier_is_a_value_error():
     x = np.zeros((1, 8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match="drop_barrier"):
-        cuda.emulate(x, np.empty_like(x), table_sets(50), table_sets(50), 1, 0, True, 1, drop_barrier=3)
+        cuda.emulate(
+            x,
+            np.empty_like(x),
+            table_sets(50),
+            table_sets(50),
+            1,
+            0,
+            True,
+            1,
+            drop_barrier=3,
+        )
 
 
 def test_overlapping_outputs_are_refused():
     x = np.zeros((1, 16, 16, 3), np.uint8)
-    out = np.lib.stride_tricks.as_strided(np.zeros(16 * 3, np.uint8), (1, 16, 16, 3), (0, 0, 3, 1))
+    out = np.lib.stride_tricks.as_strided(
+        np.zeros(16 * 3, np.uint8), (1, 16, 16, 3), (0, 0, 3, 1)
+    )
     with pytest.raises(ValueError, match="output elements overlap"):
         cuda.emulate(x, out, table_sets(50), table_sets(50), 1, 0, True, 1)
 
@@ -191,12 +268,22 @@ def test_input_and_output_may_be_the_same_view_only_without_a_ring():
 
 def test_workspace_size():
     quant = table_sets(50)
-    assert cuda.workspace_size("uint8", [2, 64, 64, 3], quant, quant, 1, 2, True, 1) == 0
+    assert (
+        cuda.workspace_size("uint8", [2, 64, 64, 3], quant, quant, 1, 2, True, 1) == 0
+    )
     # two launches with a ring: a dense intermediate image
-    assert cuda.workspace_size("uint8", [2, 64, 64, 3], quant, quant, 1, 2, True, 2) >= 2 * 64 * 64 * 3
+    assert (
+        cuda.workspace_size("uint8", [2, 64, 64, 3], quant, quant, 1, 2, True, 2)
+        >= 2 * 64 * 64 * 3
+    )
     rows, cols = _core.padded_blocks(64, 64, 2, True)
     block_map = np.zeros((2, rows, cols), np.uint8)
-    assert cuda.workspace_size("uint8", [2, 64, 64, 3], quant, quant, 1, 2, True, 1, block_map) >= 2 * rows * cols
+    assert (
+        cuda.workspace_size(
+            "uint8", [2, 64, 64, 3], quant, quant, 1, 2, True, 1, block_map
+        )
+        >= 2 * rows * cols
+    )
 
 
 def test_an_old_driver_is_named_as_such():
@@ -212,9 +299,17 @@ def test_an_old_driver_is_named_as_such():
 
 @pytest.mark.cuda
 def test_gpu_occupancy_is_at_least_two_ctas_per_sm():
-    for color, subsampling, shift in ((0, 0, False), (1, 0, True), (1, 1, True), (1, 2, True)):
+    for color, subsampling, shift in (
+        (0, 0, False),
+        (1, 0, True),
+        (1, 1, True),
+        (1, 2, True),
+    ):
         for dtype in ("uint8", "float32"):
-            assert cuda.occupancy(dtype, [1, 224, 224, 3], color, subsampling, shift, 0) >= 2
+            assert (
+                cuda.occupancy(dtype, [1, 224, 224, 3], color, subsampling, shift, 0)
+                >= 2
+            )
 
 
 @pytest.mark.cuda
@@ -227,7 +322,11 @@ def test_gpu_calls_from_threads_with_different_kernels():
     import torch
 
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(image(rng, 4, 96, 120, 3, np.uint8)).permute(0, 3, 1, 2).contiguous()
+    x = (
+        torch.from_numpy(image(rng, 4, 96, 120, 3, np.uint8))
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
     want = {sub: fdjpeg.jpeg(x, 60, subsampling=sub) for sub in ("444", "422", "420")}
     gpu = x.cuda()
     errors = []
@@ -241,7 +340,9 @@ def test_gpu_calls_from_threads_with_different_kernels():
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(sub,)) for sub in ("444", "422", "420") * 2]
+    threads = [
+        threading.Thread(target=work, args=(sub,)) for sub in ("444", "422", "420") * 2
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -254,7 +355,9 @@ def test_gpu_call_leaves_the_current_device_as_it_was():
     import fdjpeg
     import torch
 
-    x = torch.zeros(1, 3, 16, 16, dtype=torch.uint8, device=f"cuda:{torch.cuda.device_count() - 1}")
+    x = torch.zeros(
+        1, 3, 16, 16, dtype=torch.uint8, device=f"cuda:{torch.cuda.device_count() - 1}"
+    )
     before = torch.cuda.current_device()
     fdjpeg.jpeg(x, 50)
     assert torch.cuda.current_device() == before
@@ -267,7 +370,11 @@ def test_gpu_passes_with_a_ring_run_through_the_torch_workspace():
     import torch
 
     rng = np.random.default_rng(1)
-    x = torch.from_numpy(image(rng, 2, 64, 80, 3, np.uint8)).permute(0, 3, 1, 2).contiguous()
+    x = (
+        torch.from_numpy(image(rng, 2, 64, 80, 3, np.uint8))
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
     steps = tables.ijg(40)
     want = fdjpeg.quantize(x, steps, color="ycbcr", subsampling="420", passes=2)
     got = fdjpeg.quantize(x.cuda(), steps, color="ycbcr", subsampling="420", passes=2)
