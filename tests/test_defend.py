@@ -1,6 +1,5 @@
 """``fdjpeg defend`` on a folder of real photos plus every kind of bad input."""
 
-import hashlib
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from PIL import Image, ImageOps
 
 import fdjpeg
 from fdjpeg import batch, cli, datasets
+from trees import snapshot
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,20 +104,6 @@ def expected(path):
         defended = fdjpeg.feature_distill(colour[:, :, 0] if colour.shape[2] == 1 else colour)
         return defended, arr[:, :, -1]
     return fdjpeg.feature_distill(arr), None
-
-
-def snapshot(root):
-    """Bytes hash and mode of every file under ``root`` (links as their target name)."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            p = os.path.join(folder, name)
-            if os.path.islink(p):
-                out[p] = ("link", os.readlink(p))
-            else:
-                with open(p, "rb") as f:
-                    out[p] = (hashlib.sha256(f.read()).hexdigest(), os.stat(p).st_mode)
-    return out
 
 
 def good_files(src):

@@ -1,7 +1,6 @@
 """``fdjpeg defend`` tried as a hostile user would: every way found to lose or misplace data, each
 closed (usage errors exit 2 before anything is written; nothing written outside DST or into SRC)."""
 
-import hashlib
 import json
 import os
 
@@ -11,20 +10,7 @@ from PIL import Image
 
 import fdjpeg
 from fdjpeg import batch, cli, datasets
-
-
-def _tree(root):
-    """Bytes hash of every file under ``root`` (links as their target name)."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            p = os.path.join(folder, name)
-            if os.path.islink(p):
-                out[p] = ("link", os.readlink(p))
-            else:
-                with open(p, "rb") as f:
-                    out[p] = hashlib.sha256(f.read()).hexdigest()
-    return out
+from trees import snapshot
 
 
 def _photo(k=0, size=48):
@@ -54,11 +40,11 @@ def test_report_on_an_input_an_output_or_inside_src_is_refused(src, tmp_path, ca
     dst = tmp_path / "dst"
     report = {"input": src / "a.png", "output": dst / "a.png", "inside_src": src / "new-report.json",
               "folder": src.parent}[where]
-    before = _tree(src)
+    before = snapshot(src)
     assert _defend(src, dst, "--report", report) == 2
     err = capsys.readouterr().err
     assert err.startswith("fdjpeg defend: ") and "--report" in err and err.count("\n") == 1
-    assert not dst.exists() and _tree(src) == before
+    assert not dst.exists() and snapshot(src) == before
 
 
 def test_report_elsewhere_is_written(src, tmp_path):
@@ -105,19 +91,19 @@ def test_src_inside_dst_never_written_into(tmp_path, capsys):
     (d / "S" / "S").mkdir(parents=True)
     Image.fromarray(_photo(0)).save(d / "S" / "S" / "x.png")  # would map to D/S/x.png: inside SRC
     Image.fromarray(_photo(1)).save(d / "S" / "top.png")
-    before = _tree(d)
+    before = snapshot(d)
     assert _defend(d / "S", d) == 2
     assert "inside SRC" in capsys.readouterr().err
-    assert _tree(d) == before and sorted(os.listdir(d)) == ["S"]
+    assert snapshot(d) == before and sorted(os.listdir(d)) == ["S"]
 
 
 def test_src_inside_dst_without_overlap_is_fine(tmp_path):
     d = tmp_path / "D"
     (d / "S").mkdir(parents=True)
     Image.fromarray(_photo(0)).save(d / "S" / "x.png")
-    before = _tree(d / "S")
+    before = snapshot(d / "S")
     assert _defend(d / "S", d) == 0
-    assert (d / "x.png").exists() and _tree(d / "S") == before
+    assert (d / "x.png").exists() and snapshot(d / "S") == before
 
 
 @pytest.mark.parametrize("target", ["outside", "into_src"])
@@ -127,11 +113,11 @@ def test_linked_folder_in_dst_is_not_written_through(src, tmp_path, capsys, targ
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere if target == "outside" else src / "sub", dst / "sub")
-    before = _tree(src), _tree(elsewhere)
+    before = snapshot(src), snapshot(elsewhere)
     assert _defend(src, dst) == 2
     err = capsys.readouterr().err
     assert "outside DST" in err or "inside SRC" in err or "overwrite the input" in err
-    assert (_tree(src), _tree(elsewhere)) == before
+    assert (snapshot(src), snapshot(elsewhere)) == before
     assert sorted(os.listdir(dst)) == ["sub"]
 
 
@@ -217,12 +203,12 @@ def test_impossible_dst_is_one_line_and_nothing_created(src, tmp_path, form):
     dst = {"a_file": blocker, "below_a_file": blocker / "dst", "deep_below_a_file": blocker / "a" / "b",
            "report_below_a_file": tmp_path / "dst"}[form]
     extra = ["--report", str(blocker / "r.json")] if form == "report_below_a_file" else []
-    before = _tree(tmp_path)
+    before = snapshot(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "fdjpeg", "defend", str(src), str(dst), "--quiet", *extra],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("fdjpeg defend: ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert _tree(tmp_path) == before and not (tmp_path / "dst").exists()
+    assert snapshot(tmp_path) == before and not (tmp_path / "dst").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the other forms cover root")
