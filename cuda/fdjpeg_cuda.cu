@@ -563,6 +563,12 @@ FDJPEG_HD BlockRef chroma_ref(const KernelArgs& a, const Tile& t, int b) {
 template <class T, class K, bool MAP>
 FDJPEG_HD void transform_block(const KernelArgs& a, const Tile& t, const BlockRef& r) {
   Rn<T> b[8][8];  // [row][column]
+  // 8-bit samples are whole numbers in 0..255 (luma, chroma and reloaded samples are all rounded),
+  // so the forward AAN's even part on them and on them less 128 is integer arithmetic below 2^24,
+  // exact either way: the shift cancels in every difference (outputs 1..7 and all of the odd part)
+  // and takes 8 x 128 from the sum (output 0). Subtracting 1024 from output 0 therefore gives the
+  // same floats as subtracting 128 from each sample first (the CPU's order), in 1 operation, not 8.
+  constexpr bool kShiftFirst = K::kShift && !kIntegerSamples<T>;
 #pragma unroll
   for (int y = 0; y < 8; ++y) {
     ld4(r.origin + y * r.stride, b[y]);
@@ -572,8 +578,9 @@ FDJPEG_HD void transform_block(const KernelArgs& a, const Tile& t, const BlockRe
   for (int x = 0; x < 8; ++x) {
     Rn<T> d[8];
 #pragma unroll
-    for (int y = 0; y < 8; ++y) d[y] = K::kShift ? b[y][x] - Rn<T>{kLevelShift} : b[y][x];
+    for (int y = 0; y < 8; ++y) d[y] = kShiftFirst ? b[y][x] - Rn<T>{kLevelShift} : b[y][x];
     block::forward_aan(d);
+    if (K::kShift && !kShiftFirst) d[0] = d[0] - Rn<T>{8 * kLevelShift};
 #pragma unroll
     for (int u = 0; u < 8; ++u) b[u][x] = d[u];
   }
