@@ -109,8 +109,31 @@ template <bool INT>
 FDJPEG_HD RnT<INT> operator-(RnT<INT> a, RnT<INT> b) { return {block::sub_rn(a.v, b.v)}; }
 template <bool INT>
 FDJPEG_HD RnT<INT> operator*(RnT<INT> a, RnT<INT> b) { return {block::mul_rn(a.v, b.v)}; }
-template <bool INT>
-FDJPEG_HD RnT<INT> operator/(RnT<INT> a, RnT<INT> b) { return {block::div_rn(a.v, b.v)}; }
+FDJPEG_HD RnT<false> operator/(RnT<false> a, RnT<false> b) { return {block::div_rn(a.v, b.v)}; }
+// 8-bit images: the quotient of a coefficient by a table divisor (quantize_dequantize's only
+// division) through the instructions of the fast path of the compiler's own IEEE division
+// (__fdiv_rn: MUFU.RCP, one Newton step, a quotient and one correction, all rounded to nearest),
+// without its range check (FCHK) and the slow path it guards, which serves only operands near the
+// ends of the exponent range (zero, infinite, NaN or denormal operands, quotients that would
+// under- or overflow). Here none comes near them: divisors are table steps in [0.001, 65535]
+// (spec.cpp's validation) times 8 aan(u) (within [2.2, 11.1]), so within [2^-9, 2^20]; the
+// coefficients divided (v = 0 and 4 of the row stage) are sums and differences of the column
+// stage's outputs, which are integers or products of integers with AAN constants above 1/4 and
+// their sums, so multiples of 2^-25; whole samples 0..255 bound them by 64 x 255 < 2^15. So a
+// coefficient is 0 or within [2^-25, 2^15] and a quotient 0 or within [2^-45, 2^24]. (A zero
+// coefficient gives a zero quotient, whose sign the rounding that follows makes irrelevant: see
+// round_even<RnT<true>>.) Float images keep __fdiv_rn: their samples may be denormal or huge.
+FDJPEG_HD RnT<true> operator/(RnT<true> a, RnT<true> b) {
+#ifdef __CUDA_ARCH__
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(b.v));
+  r = __fmaf_rn(r, __fmaf_rn(-b.v, r, 1.f), r);
+  const float q = __fmaf_rn(a.v, r, 0.f);
+  return {__fmaf_rn(r, __fmaf_rn(-b.v, q, a.v), q)};
+#else
+  return {block::div_rn(a.v, b.v)};
+#endif
+}
 
 }  // namespace
 namespace {
