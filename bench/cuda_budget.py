@@ -5,7 +5,8 @@
 Compiles cuda/fdjpeg_cuda.cu with the flags of cuda/CMakeLists.txt plus -DFDJPEG_BUDGET, which
 puts a marker instruction (NANOSLEEP k) at the head of the body of each phase's hot loop: 1 load
 and colour conversion, 4 the chroma ring, 2 the block transforms (5 the chroma blocks where they
-have a loop of their own), 3 upsampling, colour and the stores; 0 marks the variants of a loop
+have a loop of their own), 3 upsampling, colour and the stores (k + 16 ends a body that may be
+no loop of its own); 0 marks the variants of a loop
 for lanes at the image's edges or layouts without vector access, not measured. For each
 instantiation it disassembles the kernel (cuobjdump), finds the innermost loop around each marker
 (a backward branch) and counts its instructions per pass through the body. A host build of the
@@ -197,21 +198,47 @@ def loop_costs(code: list[tuple[int, str]]) -> dict[int, float]:
     """Marker k -> instructions per pass through the loop body it heads. A loop the compiler
     unrolled (its trip count is bounded by the tile) shows the marker once per copy: the cost is
     then the distance between consecutive copies; else the innermost loop (a backward branch)
-    around the marker is the body."""
+    around the marker is the body. A body that is no loop of its own (at most one pass per
+    thread: the innermost loop around it holds other phases' markers) ends with an end marker
+    NANOSLEEP k + 16: its cost is the instructions between the two markers."""
     loops = []
     for addr, ins in code:
         m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", ins)
         if m and int(m.group(1), 16) <= addr:
             loops.append((int(m.group(1), 16), addr))
+    heads = [
+        (a, marker_id(i))
+        for a, i in code
+        if i.startswith("NANOSLEEP") and 0 < marker_id(i) < 16
+    ]
     costs: dict[int, float] = {}
     for addr, ins in code:
         if not ins.startswith("NANOSLEEP"):
             continue
         k = marker_id(ins)
-        around = [(lo, hi) for lo, hi in loops if lo <= addr <= hi]
-        if not around or k in costs or k == 0:
+        if k in costs or k == 0 or k >= 16:
             continue
-        lo, hi = min(around, key=lambda r: r[1] - r[0])
+        around = [(lo, hi) for lo, hi in loops if lo <= addr <= hi]
+        own = [
+            (lo, hi)
+            for lo, hi in around
+            if all(j == k for a, j in heads if lo <= a <= hi)
+        ]
+        if not own:
+            spans = []
+            start = None
+            for a, i in code:
+                if i.startswith("NANOSLEEP") and marker_id(i) == k:
+                    start, n = a, 0
+                elif i.startswith("NANOSLEEP") and marker_id(i) == k + 16 and start is not None:
+                    spans.append(n)
+                    start = None
+                elif start is not None and not i.startswith("NANOSLEEP"):
+                    n += 1
+            if spans:
+                costs[k] = sum(spans) / len(spans)
+            continue
+        lo, hi = min(own, key=lambda r: r[1] - r[0])
         body = [(a, i) for a, i in code if lo <= a <= hi]
         copies = [
             n

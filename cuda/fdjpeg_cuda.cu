@@ -46,7 +46,8 @@
 
 // bench/cuda_budget.py builds with FDJPEG_BUDGET to count instructions per output pixel: on the
 // device a marker (NANOSLEEP k, found in the SASS) heads the body of each phase's hot loop; on the
-// host the same marker counts how often that body runs.
+// host the same marker counts how often that body runs. A body the compiler may not keep as a loop
+// (it runs at most once per thread) also ends with a marker, NANOSLEEP k + 16.
 #ifdef FDJPEG_BUDGET
 namespace fdjpeg {
 namespace cuda {
@@ -55,11 +56,14 @@ long long budget_hits[8];
 }  // namespace fdjpeg
 #ifdef __CUDA_ARCH__
 #define FDJPEG_BUDGET_MARK(k) asm volatile("nanosleep.u32 %0;" ::"n"(k))
+#define FDJPEG_BUDGET_END(k) asm volatile("nanosleep.u32 %0;" ::"n"((k) ? (k) + 16 : 0))
 #else
 #define FDJPEG_BUDGET_MARK(k) (++::fdjpeg::cuda::budget_hits[k])
+#define FDJPEG_BUDGET_END(k) ((void)0)
 #endif
 #else
 #define FDJPEG_BUDGET_MARK(k) ((void)0)
+#define FDJPEG_BUDGET_END(k) ((void)0)
 #endif
 
 namespace fdjpeg {
@@ -77,8 +81,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kTileW = 128;  // luma columns of a tile: 32 lanes x 4 pixels
 constexpr int kLumaStride = kTileW + 4;  // floats; see Kind::kChromaStride
 // One table set: per component and row u of a block, 8 scale factors (the divisor for v = 0, 4,
-// else its reciprocal) and 8 dequantization factors, padded to 20 floats so that the 8 rows' records
-// read by 8 lanes as float4 fall in distinct banks.
+// else its reciprocal) and 8 dequantization factors, padded to 20 floats (read as float4s; the
+// threads of a warp mostly read the same record, one broadcast).
 constexpr int kRecord = 20;
 constexpr int kSetFloats = 3 * 8 * kRecord;
 
@@ -105,8 +109,31 @@ template <bool INT>
 FDJPEG_HD RnT<INT> operator-(RnT<INT> a, RnT<INT> b) { return {block::sub_rn(a.v, b.v)}; }
 template <bool INT>
 FDJPEG_HD RnT<INT> operator*(RnT<INT> a, RnT<INT> b) { return {block::mul_rn(a.v, b.v)}; }
-template <bool INT>
-FDJPEG_HD RnT<INT> operator/(RnT<INT> a, RnT<INT> b) { return {block::div_rn(a.v, b.v)}; }
+FDJPEG_HD RnT<false> operator/(RnT<false> a, RnT<false> b) { return {block::div_rn(a.v, b.v)}; }
+// 8-bit images: the quotient of a coefficient by a table divisor (quantize_dequantize's only
+// division) through the instructions of the fast path of the compiler's own IEEE division
+// (__fdiv_rn: MUFU.RCP, one Newton step, a quotient and one correction, all rounded to nearest),
+// without its range check (FCHK) and the slow path it guards, which serves only operands near the
+// ends of the exponent range (zero, infinite, NaN or denormal operands, quotients that would
+// under- or overflow). Here none comes near them: divisors are table steps in [0.001, 65535]
+// (spec.cpp's validation) times 8 aan(u) (within [2.2, 11.1]), so within [2^-9, 2^20]; the
+// coefficients divided (v = 0 and 4 of the row stage) are sums and differences of the column
+// stage's outputs, which are integers or products of integers with AAN constants above 1/4 and
+// their sums, so multiples of 2^-25; whole samples 0..255 bound them by 64 x 255 < 2^15. So a
+// coefficient is 0 or within [2^-25, 2^15] and a quotient 0 or within [2^-45, 2^24]. (A zero
+// coefficient gives a zero quotient, whose sign the rounding that follows makes irrelevant: see
+// round_even<RnT<true>>.) Float images keep __fdiv_rn: their samples may be denormal or huge.
+FDJPEG_HD RnT<true> operator/(RnT<true> a, RnT<true> b) {
+#ifdef __CUDA_ARCH__
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(b.v));
+  r = __fmaf_rn(r, __fmaf_rn(-b.v, r, 1.f), r);
+  const float q = __fmaf_rn(a.v, r, 0.f);
+  return {__fmaf_rn(r, __fmaf_rn(-b.v, q, a.v), q)};
+#else
+  return {block::div_rn(a.v, b.v)};
+#endif
+}
 
 }  // namespace
 namespace {
@@ -145,8 +172,8 @@ struct Kind {
   // The chroma region: the tile's chroma and the ring (chroma coordinates).
   static constexpr int kChromaCols = kTileW / HF + 2 * kRingX;
   static constexpr int kChromaRows = kTileH / VF + 2 * kRingY;
-  // Row strides of 4 (mod 8) floats: float4 rows at 16-byte alignment, and the 8 rows of a block
-  // read as float4 by 8 lanes (the row stage) fall in 8 distinct groups of 4 banks.
+  // Row strides of 4 (mod 8) floats: float4 rows at 16-byte alignment; a warp's float4 accesses
+  // to a row of the tile (loads and stores) are then free of bank conflicts.
   static constexpr int kChromaStride = kChromaCols + 4;
   static constexpr int kLumaBlocks = (kTileH / 8) * (kTileW / 8);
   static constexpr int kChromaBlockCols = kChromaCols / 8;
@@ -156,7 +183,6 @@ struct Kind {
   static constexpr size_t kSmemBytes =
       sizeof(float) * (static_cast<size_t>(kTileH) * kLumaStride + 2 * kChromaFloats + kSetFloats);
   static_assert(kLumaStride % 8 == 4 && (!kSub || kChromaStride % 8 == 4), "bank-conflict padding");
-  static_assert((kBlocks * 8) % 32 == 0, "whole warps take part in every __syncwarp");
 };
 
 template <bool SHIFT>
@@ -498,7 +524,7 @@ FDJPEG_HD void load_subsampled(const KernelArgs& a, const Tile& t, const T* src,
     load_ring<T, K, false>(a, t, src, ss, vector, tid);
 }
 
-// One 8x8 block of the tile's planes, as the transform stages see it.
+// One 8x8 block of the tile's planes, as the transform sees it.
 // Blocks outside the padded plane (in the ring at the image's edges, or beyond a partial tile) are
 // transformed all the same: their samples lie in shared memory and are never read (the emulation
 // fills them with NaN, which would show), and branching around them costs more than they do.
@@ -550,61 +576,73 @@ FDJPEG_HD BlockRef chroma_ref(const KernelArgs& a, const Tile& t, int b) {
   return r;
 }
 
-// Stage 1: level shift and forward AAN down column `x` of a block.
-template <class T, class K>
-FDJPEG_HD void forward_column(const BlockRef& r, int x) {
-  Rn<T> d[8];
+// The transform of one 8x8 block by one thread, the block held in registers: level shift and
+// forward AAN down each column, forward AAN along each row u with round(coef / Qc) * Qd and the
+// inverse AAN (block::quantize_dequantize: exact division for v = 0 and 4), inverse AAN down each
+// column, undo the level shift, clamp (and round 8-bit samples). Every line sees the CPU core's
+// operations in its order. A thread per block rather than a lane per line: no data passes between
+// lanes (no __syncwarp, no transposes through shared memory), so shared memory is read and written
+// once per sample (16 float4 loads and stores a block) instead of once per sample and stage.
+template <class T, class K, bool MAP>
+FDJPEG_HD void transform_block(const KernelArgs& a, const Tile& t, const BlockRef& r) {
+  Rn<T> b[8][8];  // [row][column]
+  // 8-bit samples are whole numbers in 0..255 (luma, chroma and reloaded samples are all rounded),
+  // so the forward AAN's even part on them and on them less 128 is integer arithmetic below 2^24,
+  // exact either way: the shift cancels in every difference (outputs 1..7 and all of the odd part)
+  // and takes 8 x 128 from the sum (output 0). Subtracting 1024 from output 0 therefore gives the
+  // same floats as subtracting 128 from each sample first (the CPU's order), in 1 operation, not 8.
+  constexpr bool kShiftFirst = K::kShift && !kIntegerSamples<T>;
 #pragma unroll
   for (int y = 0; y < 8; ++y) {
-    d[y] = Rn<T>{r.origin[y * r.stride + x]};
-    if (K::kShift) d[y] = d[y] - Rn<T>{kLevelShift};
+    ld4(r.origin + y * r.stride, b[y]);
+    ld4(r.origin + y * r.stride + 4, b[y] + 4);
   }
-  block::forward_aan(d);
 #pragma unroll
-  for (int u = 0; u < 8; ++u) r.origin[u * r.stride + x] = d[u].v;
-}
-
-// Stage 2: forward AAN along row `u`, round(coef / Qc) * Qd with the AAN-scaled tables, inverse
-// AAN along the row (block::quantize_dequantize: exact division for v = 0 and 4).
-template <class T, class K, bool MAP>
-FDJPEG_HD void quantize_row(const KernelArgs& a, const Tile& t, const BlockRef& r, int u) {
-  const float* table = MAP ? a.sets + r.set * kSetFloats : t.tables;
-  const float* rec = table + (r.comp * 8 + u) * kRecord;
-  Rn<T> scale[8], dq[8];
-  ld4(rec, scale);
-  ld4(rec + 4, scale + 4);
-  ld4(rec + 8, dq);
-  ld4(rec + 12, dq + 4);
-  // quantize_dequantize reads entry v at [8 v] of each table: divisor for v = 0, 4, else
-  // reciprocal; the entries it does not read are left unset.
-  float divisor[57], inverse[57], dequant[57];
+  for (int x = 0; x < 8; ++x) {
+    Rn<T> d[8];
 #pragma unroll
-  for (int v = 0; v < 8; ++v) {
-    divisor[8 * v] = inverse[8 * v] = scale[v].v;
-    dequant[8 * v] = dq[v].v;
+    for (int y = 0; y < 8; ++y) d[y] = kShiftFirst ? b[y][x] - Rn<T>{kLevelShift} : b[y][x];
+    block::forward_aan(d);
+    if (K::kShift && !kShiftFirst) d[0] = d[0] - Rn<T>{8 * kLevelShift};
+#pragma unroll
+    for (int u = 0; u < 8; ++u) b[u][x] = d[u];
   }
-  float* line = r.origin + u * r.stride;
-  Rn<T> d[8];
-  ld4(line, d);
-  ld4(line + 4, d + 4);
-  block::forward_aan(d);
-  block::quantize_dequantize(d, divisor, inverse, dequant);
-  block::inverse_aan(d);
-  st4(line, d);
-  st4(line + 4, d + 4);
-}
-
-// Stage 3: inverse AAN down column `x`, undo the level shift, clamp (and round 8-bit samples).
-template <class T, class K>
-FDJPEG_HD void inverse_column(const BlockRef& r, int x) {
-  Rn<T> d[8];
+  const float* table = (MAP ? a.sets + r.set * kSetFloats : t.tables) + r.comp * 8 * kRecord;
 #pragma unroll
-  for (int u = 0; u < 8; ++u) d[u].v = r.origin[u * r.stride + x];
-  block::inverse_aan(d);
+  for (int u = 0; u < 8; ++u) {
+    const float* rec = table + u * kRecord;
+    Rn<T> scale[8], dq[8];
+    ld4(rec, scale);
+    ld4(rec + 4, scale + 4);
+    ld4(rec + 8, dq);
+    ld4(rec + 12, dq + 4);
+    // quantize_dequantize reads entry v at [8 v] of each table: divisor for v = 0, 4, else
+    // reciprocal; the entries it does not read are left unset.
+    float divisor[57], inverse[57], dequant[57];
 #pragma unroll
-  for (int y = 0; y < 8; ++y)
-    r.origin[y * r.stride + x] =
-        block::finish_sample(d[y], Rn<T>{kLevelShift}, K::kShift, kIntegerSamples<T>).v;
+    for (int v = 0; v < 8; ++v) {
+      divisor[8 * v] = inverse[8 * v] = scale[v].v;
+      dequant[8 * v] = dq[v].v;
+    }
+    block::forward_aan(b[u]);
+    block::quantize_dequantize(b[u], divisor, inverse, dequant);
+    block::inverse_aan(b[u]);
+  }
+#pragma unroll
+  for (int x = 0; x < 8; ++x) {
+    Rn<T> d[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) d[u] = b[u][x];
+    block::inverse_aan(d);
+#pragma unroll
+    for (int y = 0; y < 8; ++y)
+      b[y][x] = block::finish_sample(d[y], Rn<T>{kLevelShift}, K::kShift, kIntegerSamples<T>);
+  }
+#pragma unroll
+  for (int y = 0; y < 8; ++y) {
+    st4(r.origin + y * r.stride, b[y]);
+    st4(r.origin + y * r.stride + 4, b[y] + 4);
+  }
 }
 
 // Phase 3 without subsampling: a warp per tile row, 4 pixels per lane (VEC as for loads).
@@ -746,9 +784,9 @@ FDJPEG_HD void store_subsampled(const KernelArgs& a, const Tile& t, const T* src
 
 // ---------------------------------------------------------------------------------------------
 // The phases of a tile and their barriers. A scheduler S runs them: on the GPU each thread runs
-// its share of a phase and barrier() is __syncthreads(); warp_stages() gives the items of the
-// transform (a block's 8 lines to 8 consecutive lanes) to whole warps, with __syncwarp() between
-// its stages. HostSched (below) runs the same phases on the CPU.
+// its share of a phase and barrier() is __syncthreads(); items() gives the blocks of the transform
+// to the threads, one block to a thread (item i to thread i mod 256). HostSched (below) runs the
+// same phases on the CPU.
 
 struct DeviceSched {
 #ifdef __CUDACC__
@@ -757,27 +795,23 @@ struct DeviceSched {
     f(static_cast<int>(threadIdx.x));
   }
   __device__ void barrier(int) { __syncthreads(); }
-  // Items [0, split) prepared by `first`, [split, items) by `second`; split a multiple of 256.
-  // MARK_*: the budget markers of the two loops.
+  // Items [0, split) prepared by `first`, [split, items) by `second`, in two loops (two simple
+  // index maps rather than one with a branch); MARK_*: their budget markers. The second loop
+  // starts at the thread after the first one's last item (item i still goes to thread i mod 256),
+  // so that threads left idle by the first take the second's items first.
   template <int MARK_FIRST, int MARK_SECOND, class P, class Q, class F>
-  __device__ void warp_stages(int split, int items, const P& first, const Q& second, const F& f) {
-    for (int i = threadIdx.x; i < split; i += kThreads) {
+  __device__ void items(int split, int items, const P& first, const Q& second, const F& f) {
+    const int tid = threadIdx.x;
+    for (int i = tid; i < split; i += kThreads) {
       FDJPEG_BUDGET_MARK(MARK_FIRST);
-      stages(first(i), i, f);
+      f(first(i));
+      FDJPEG_BUDGET_END(MARK_FIRST);
     }
-    for (int i = split + threadIdx.x; i < items; i += kThreads) {
+    for (int i = split + ((tid - split) & (kThreads - 1)); i < items; i += kThreads) {
       FDJPEG_BUDGET_MARK(MARK_SECOND);
-      stages(second(i), i, f);
+      f(second(i));
+      FDJPEG_BUDGET_END(MARK_SECOND);
     }
-  }
-  template <class R, class F>
-  __device__ void stages(const R& item, int i, const F& f) {
-    f(item, i, 0);
-    __syncwarp();
-    f(item, i, 1);
-    __syncwarp();
-    f(item, i, 2);
-    __syncwarp();
   }
 #endif
 };
@@ -803,25 +837,16 @@ FDJPEG_HD void run_tile(S& s, const KernelArgs& a, int index, float* smem) {
         load_plain<T, K>(a, t, src, ss, vec, tid);
     });
     s.barrier(0);
-    // Subsampled: luma blocks, then chroma blocks in a loop of their own (two simple index maps
-    // rather than one with a branch).
+    // Subsampled: luma blocks, then chroma blocks in a loop of their own.
     // With a block map or without (table set 0 in shared memory): two instantiations, chosen
     // once per tile.
-    constexpr int kSplit = K::kSub ? K::kLumaBlocks * 8 : K::kBlocks * 8;
-    static_assert(kSplit % kThreads == 0, "thread i takes items i (mod 256) in both loops");
+    constexpr int kSplit = K::kSub ? K::kLumaBlocks : K::kBlocks;
     auto transform = [&s, &a, &t](auto with_map) {
       constexpr bool MAP = decltype(with_map)::value;
-      s.template warp_stages<MAP ? 0 : 2, MAP ? 0 : 5>(
-          kSplit, K::kBlocks * 8, [&a, &t](int i) { return block_ref<K, MAP>(a, t, i >> 3); },
-          [&a, &t](int i) { return chroma_ref<K, MAP>(a, t, (i - kSplit) >> 3); },
-          [&a, &t](const BlockRef& r, int i, int stage) {
-            if (stage == 0)
-              forward_column<T, K>(r, i & 7);
-            else if (stage == 1)
-              quantize_row<T, K, MAP>(a, t, r, i & 7);
-            else
-              inverse_column<T, K>(r, i & 7);
-          });
+      s.template items<MAP ? 0 : 2, MAP ? 0 : 5>(
+          kSplit, K::kBlocks, [&a, &t](int i) { return block_ref<K, MAP>(a, t, i); },
+          [&a, &t](int i) { return chroma_ref<K, MAP>(a, t, i - kSplit); },
+          [&a, &t](const BlockRef& r) { transform_block<T, K, MAP>(a, t, r); });
     };
     if (a.block_map)
       transform(std::true_type{});
@@ -850,8 +875,7 @@ __global__ void __launch_bounds__(kThreads, 2) pipeline_kernel(const __grid_cons
 #endif
 
 // The GPU's freedom of order, on the CPU: the 256 threads of a phase run one after another in a
-// shuffled order; a transform phase runs warp by warp (shuffled), each stage over the warp's
-// lanes (shuffled) before the next. A barrier runs what was queued since the previous one; a
+// shuffled order; a transform phase runs its blocks (a thread each) in a shuffled order. A barrier runs what was queued since the previous one; a
 // barrier left out (`drop`, for tests) lets each thread run on into the next phase, as a GPU would.
 class HostSched {
  public:
@@ -861,28 +885,23 @@ class HostSched {
     pending_.push_back({std::function<void(int)>(f), {}, 0, 0});
   }
   template <int, int, class P, class Q, class F>
-  void warp_stages(int split, int items, const P& first, const Q& second, const F& f) {
-    pending_.push_back(
-        {{}, [=](int i, int stage) { f(i < split ? first(i) : second(i), i, stage); }, items, split});
+  void items(int split, int items, const P& first, const Q& second, const F& f) {
+    pending_.push_back({{}, [=](int i) { i < split ? f(first(i)) : f(second(i)); }, items, split});
   }
   void barrier(int site) {
     if (site != drop_) flush();
   }
   void flush() {
     if (pending_.size() == 1 && pending_[0].items) {
+      // The transform alone: its blocks are independent, in any order.
       const Entry& e = pending_[0];
-      std::vector<int> warps, lanes(32);
-      for (int base = 0; base < e.items; base += 32) warps.push_back(base);
-      std::iota(lanes.begin(), lanes.end(), 0);
-      shuffle(warps);
-      for (int base : warps)
-        for (int stage = 0; stage < 3; ++stage) {
-          shuffle(lanes);
-          for (int lane : lanes) {
-            if (stage == 0) FDJPEG_BUDGET_MARK(base < e.split ? 2 : 5);
-            e.item(base + lane, stage);
-          }
-        }
+      std::vector<int> order(e.items);
+      std::iota(order.begin(), order.end(), 0);
+      shuffle(order);
+      for (int i : order) {
+        FDJPEG_BUDGET_MARK(i < e.split ? 2 : 5);
+        e.item(i);
+      }
     } else {
       std::vector<int> order(kThreads);
       std::iota(order.begin(), order.end(), 0);
@@ -895,7 +914,7 @@ class HostSched {
           }
           for (int i = tid; i < e.items; i += kThreads) {
             FDJPEG_BUDGET_MARK(i < e.split ? 2 : 5);
-            for (int stage = 0; stage < 3; ++stage) e.item(i, stage);
+            e.item(i);
           }
         }
     }
@@ -905,7 +924,7 @@ class HostSched {
  private:
   struct Entry {
     std::function<void(int)> thread;
-    std::function<void(int, int)> item;
+    std::function<void(int)> item;
     int items;
     int split;  // items from here on run in a second loop on the device
   };

@@ -1,9 +1,8 @@
 """The CUDA kernel's tile code in GPU order, on the CPU, against the CPU core.
 
 ``_cuda.emulate(..., seed=s)`` runs the kernel's own per-tile code with its 256 threads: tiles,
-the threads of each phase, the warps of the transform and the lanes within each of its stages in a
-shuffled order, shared memory filled with NaN before every tile, outputs pre-filled with a poison
-value. Every case must give the CPU core's bytes exactly. A run with one of the tile's barriers left
+the threads of each phase and the blocks of the transform in a shuffled order, shared memory
+filled with NaN before every tile, outputs pre-filled with a poison value. Every case must give the CPU core's bytes exactly. A run with one of the tile's barriers left
 out (``drop_barrier``) must not: the comparison catches a missing barrier.
 
 Sizes are drawn (seeded) from 1-257, odd and not multiples of 16, over 1/3/4 channels, every
