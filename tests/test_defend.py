@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import fdjpeg
-from fdjpeg import batch, cli, datasets
+from fdjpeg import batch, cli, datasets, imagefiles
 from trees import snapshot
 
 
@@ -316,6 +316,35 @@ def _stop_when_started(proc, dst, sig, suffix=".png"):
     return proc.returncode, out, err
 
 
+def _wait_for_writers_of_temps(dst, timeout=30.0):
+    """After a SIGKILL, the run's worker processes die on their own a moment later (the kernel
+    signals them when their parent is gone); wait until no temporary file in ``dst`` has a living
+    writer, so that what is counted is what the killed run really left behind."""
+    deadline = time.time() + timeout
+    quiet_since = None
+    while time.time() < deadline:
+        pids = {int(n[len(imagefiles.TEMP_PREFIX):].split("-", 1)[0])
+                for n in os.listdir(dst) if n.startswith(imagefiles.TEMP_PREFIX)}
+        if any(_process_exists(pid) for pid in pids):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 0.5:  # and no new temporary file from a late writer
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"writers of temporary files in {dst} still alive after {timeout} s")
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _check_no_partial_output(src, dst, allow_temps):
     names = os.listdir(dst)
     temps = [n for n in names if n.endswith(".tmp")]
@@ -347,6 +376,8 @@ def test_interrupted_run_leaves_no_partial_output(big_src, tmp_path, sig, worker
     # --threads 2 runs worker processes, --threads 1 this process alone
     slow = ["--quiet", "--batch-size", "1", "--io-threads", "1", "--threads", workers, "--png-level", "9"]
     code, _, err = _stop_when_started(_run_cli([str(big_src), str(dst), *slow]), dst, sig)
+    if sig == signal.SIGKILL:
+        _wait_for_writers_of_temps(dst)
     done = _check_no_partial_output(big_src, dst, allow_temps=sig == signal.SIGKILL)
     assert 0 < len(done) < 48, f"the run was not stopped mid-way ({len(done)} done)"
     if sig == signal.SIGKILL:
