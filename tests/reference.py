@@ -82,3 +82,25 @@ def pillow_qtables(quality: int):
     buf.seek(0)
     with Image.open(buf) as im:
         return [np.array(im.quantization[i], dtype=np.float64).reshape(8, 8) for i in (0, 1)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Table sets as the native modules take them
+
+
+def table_sets(*qualities):
+    """K x 192 float32 IJG table sets (luma, chroma, chroma) at the given qualities."""
+    from fdjpeg import tables
+
+    sets = []
+    for q in qualities:
+        luma, chroma = tables.ijg(q)
+        sets.append(np.concatenate([luma.ravel(), chroma.ravel(), chroma.ravel()]))
+    return np.asarray(sets, dtype=np.float32)
+
+
+def fd_table_set():
+    """1 x 192 float32: the Feature Distillation authors' table for all three components."""
+    from fdjpeg import tables
+
+    return np.tile(tables.feature_distillation().ravel(), 3).astype(np.float32)[None]

@@ -18,6 +18,7 @@ from fdjpeg import _core, _gpu, ops, tables
 from fdjpeg._pipeline import nchw_to_nhwc, nhwc_to_nchw
 
 import reference
+from reference import table_sets
 
 torch = pytest.importorskip("torch")
 
@@ -28,17 +29,7 @@ gpu_usable = cuda is not None and torch.cuda.is_available() and cuda.device_prob
 ODD_SIZES = [(1, 1), (7, 13), (17, 33), (64, 48), (223, 225)]
 SUBSAMPLINGS = ["444", "422", "420"]
 
-
-def table_sets(*qualities):
-    """K x 192 float32 IJG table sets (luma, chroma, chroma) at the given qualities."""
-    sets = []
-    for q in qualities:
-        luma, chroma = tables.ijg(q)
-        sets.append(np.concatenate([luma.ravel(), chroma.ravel(), chroma.ravel()]))
-    return np.asarray(sets, dtype=np.float32)
-
-
-FD_SET = np.tile(tables.feature_distillation().ravel(), 3).astype(np.float32)[None]
+FD_SET = reference.fd_table_set()
 
 
 def photo_batch(photos, n, h, w, channels, dtype, rng):

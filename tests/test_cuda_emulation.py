@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from fdjpeg import _core, _gpu, tables
 
+from reference import fd_table_set, table_sets
+
 cuda = _gpu.cuda_module()
 pytestmark = pytest.mark.skipif(
     cuda is None, reason="fdjpeg was built without the CUDA module"
@@ -21,17 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 POISON = {np.uint8: 0xA5, np.float32: np.nan, np.float64: np.nan}
 
-
-def table_sets(*qualities):
-    """K x 192 float32 IJG table sets (luma, chroma, chroma) at the given qualities."""
-    sets = []
-    for q in qualities:
-        luma, chroma = tables.ijg(q)
-        sets.append(np.concatenate([luma.ravel(), chroma.ravel(), chroma.ravel()]))
-    return np.asarray(sets, dtype=np.float32)
-
-
-FD_SET = np.tile(tables.feature_distillation().ravel(), 3).astype(np.float32)[None]
+FD_SET = fd_table_set()
 
 
 def odd_size(rng):
