@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 import fdjpeg
 from fdjpeg import batch, cli, datasets, imagefiles
+from fdjpeg.batch.manifest import _alive as process_alive
 from trees import snapshot
 
 
@@ -325,7 +326,7 @@ def _wait_for_writers_of_temps(dst, timeout=30.0):
     while time.time() < deadline:
         pids = {int(n[len(imagefiles.TEMP_PREFIX):].split("-", 1)[0])
                 for n in os.listdir(dst) if n.startswith(imagefiles.TEMP_PREFIX)}
-        if any(_process_exists(pid) for pid in pids):
+        if any(process_alive(pid) for pid in pids):
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.time()
@@ -333,16 +334,6 @@ def _wait_for_writers_of_temps(dst, timeout=30.0):
             return
         time.sleep(0.05)
     raise AssertionError(f"writers of temporary files in {dst} still alive after {timeout} s")
-
-
-def _process_exists(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_no_partial_output(src, dst, allow_temps):
