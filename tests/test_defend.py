@@ -248,7 +248,7 @@ def test_counts_below_one_are_usage_errors(src, tmp_path, capsys, option):
 
 def test_jpeg_output_carries_the_defense_tables(src, tmp_path):
     """A JPEG output is a standard file with FD's table for R, G and B (no YCbCr); decoding it
-    comes close to, but cannot equal, feature_distill (see the README for the measured gap)."""
+    comes close to, but cannot equal, feature_distill (docs/cli.md gives the measured gap)."""
     dst = tmp_path / "jpg"
     assert batch.defend_files(str(src / "photos"), str(dst), fmt="jpeg", progress=False).exit_status == 0
     table = fdjpeg.tables.feature_distillation().astype(int).ravel().tolist()
