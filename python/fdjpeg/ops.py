@@ -9,13 +9,13 @@ straight-through (BPDA, identity) gradient.
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core, _gpu, _pipeline
 from . import tables as _tables
+from ._checks import flag, integer
 from ._pipeline import COLORS, MAX_PASSES, MAX_THREADS, SUBSAMPLINGS, PipelineSpec
 
 _NUMPY_DTYPES = (np.uint8, np.float32, np.float64)
@@ -142,11 +142,11 @@ def run_pipeline(
         np.ascontiguousarray(dequant_sets, dtype=np.float32).reshape(-1, 192),
         color_code,
         sub_code,
-        _flag(level_shift, "level_shift"),
-        _count(passes, "passes", MAX_PASSES),
+        flag(level_shift, "level_shift"),
+        integer(passes, "passes", 1, MAX_PASSES),
         block_tables,
     )
-    thread_count = 0 if threads is None else _count(threads, "threads", MAX_THREADS)
+    thread_count = 0 if threads is None else integer(threads, "threads", 1, MAX_THREADS)
 
     def native(src: np.ndarray, dst: np.ndarray) -> None:
         # a float input outside [0, 1] raises the core's own ValueError, which names the range
@@ -269,18 +269,3 @@ def _choice(value: Any, options: dict, name: str) -> int:
     if value.lower() not in options:
         raise ValueError(f"{name} must be one of {names}, got {value!r}")
     return options[value.lower()]
-
-
-def _flag(value: Any, name: str) -> bool:
-    # a real bool only: bool("no") is True, so text or numbers would silently mean something else
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-    return bool(value)
-
-
-def _count(value: Any, name: str, maximum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer in 1..{maximum}, got {value!r} ({type(value).__name__})")
-    if not 1 <= value <= maximum:
-        raise ValueError(f"{name} must be in 1..{maximum}, got {value}")
-    return int(value)

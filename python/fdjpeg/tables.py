@@ -13,6 +13,8 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
+from ._checks import integer
+
 QuantTable = npt.NDArray[np.float64]
 """An 8x8 float64 array of quantization steps, natural (row-major) order."""
 
@@ -81,11 +83,7 @@ def as_steps(steps, name: str, what: str) -> np.ndarray:
 
 def check_quality(quality: int) -> int:
     """``quality`` as an int in 1..100, or a TypeError/ValueError saying what was given."""
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-        raise TypeError(f"quality must be an integer in 1..100, got {quality!r}")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality}")
-    return int(quality)
+    return integer(quality, "quality", 1, 100)
 
 
 def scale(base: TableLike, quality: int) -> QuantTable:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import integer
 from .._pipeline import as_nchw_batch, nchw_to_nhwc, nhwc_to_nchw
 
 WIDTHS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
@@ -255,7 +256,7 @@ def defend(x: Any, model: ComDefend, *, batch_size: int = 64) -> Any:
     one copy of the model per device instead). Processed in batches of ``batch_size`` images; torch
     inputs that require grad keep their graph (binarisation is straight-through).
     """
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = integer(batch_size, "batch_size", 1)
     if isinstance(x, np.ndarray):
         return _defend_numpy(x, model, batch_size)
     if isinstance(x, torch.Tensor):
@@ -354,7 +355,7 @@ def build(variant: str = "rgb", arch: str = "plain", tile: Optional[int] = None,
     strongest of the three on the trained grey weights (docs/evaluation.md)."""
     if gradient not in ("identity", *CODE_GRADIENTS):
         raise ValueError(f"gradient must be one of {['identity', *CODE_GRADIENTS]}, got {gradient!r}")
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = integer(batch_size, "batch_size", 1)
     model = load(variant, arch, weights, tile, check_device(device))
     if gradient != "identity":
         model.code_gradient = gradient
@@ -393,14 +394,6 @@ def check_device(device: Any) -> Optional[torch.device]:
 
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return int(value)
 
 
 def conv_parameter_count(widths: Sequence[int], kernel: int = 3) -> int:

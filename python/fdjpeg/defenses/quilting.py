@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import sys
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import ops
+from .._checks import integer
 
 PATCH_SIZE = 5  # lib/constants.py QUILTING_PATCH_SIZE
 OVERLAP = PATCH_SIZE // 2  # lib/defenses.py
@@ -70,14 +70,6 @@ def _faiss():
     except ImportError:
         raise ImportError(f"image quilting needs faiss: {FAISS_INSTALL}") from None
     return faiss
-
-
-def _count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,8 +129,8 @@ def database(num_patches: int = NUM_PATCHES, index_seed: int = 0, folder: Option
     same photos and settings, else built (about a minute for a million patches) and cached."""
     from .. import datasets
 
-    num_patches = _count(num_patches, "num_patches", 256 * NUM_LISTS)  # faiss trains each list on up to 256
-    index_seed = _count(index_seed, "index_seed", 0)
+    num_patches = integer(num_patches, "num_patches", 256 * NUM_LISTS)  # faiss trains each list on up to 256
+    index_seed = integer(index_seed, "index_seed", 0)
     faiss = _faiss()
     crops = datasets.photo_crops(224)
     names = sorted(crops)
@@ -255,7 +247,7 @@ class Quilting:
 
     def __init__(self, k: int = 1, num_patches: int = NUM_PATCHES, index_seed: int = 0, *, cut: str = "min-error",
                  seed: Seed = None, cache: Optional[str] = None, db: Optional[Tuple[Any, np.ndarray]] = None) -> None:
-        self.k = _count(k, "k", 1)
+        self.k = integer(k, "k", 1)
         if cut not in CUTS:
             raise ValueError(f"cut must be one of {list(CUTS)}, got {cut!r}")
         self.cut = cut

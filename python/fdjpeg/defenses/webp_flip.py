@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .. import ops
+from .._checks import flag, integer
 
 AXES = ("horizontal", "vertical", "none")
 ORDERS = ("before", "after")
@@ -93,7 +94,7 @@ def webp_flip(x: Any, quality: int = 60, *, axis: str = "horizontal", order: str
     Same kind of object out as in (numpy NHWC / torch NCHW, dtype, device)."""
     _check(order, ORDERS, "order")
     _check(axis, AXES, "axis")
-    flip_back = _flag(flip_back, "flip_back")
+    flip_back = flag(flip_back, "flip_back")
     y = webp(flip(x, axis) if order == "before" else x, quality, method=method, threads=threads)
     if order == "after":
         y = flip(y, axis)
@@ -118,7 +119,7 @@ class WebPFlip:
         self.quality = _quality(quality)
         self.axis = _check(axis, AXES, "axis")
         self.order = _check(order, ORDERS, "order")
-        self.flip_back = _flag(flip_back, "flip_back")
+        self.flip_back = flag(flip_back, "flip_back")
         self.method = _method(method)
         self.threads = threads
 
@@ -153,25 +154,11 @@ if _torch is not None:
 
 
 def _quality(quality: Any) -> int:
-    return _integer(quality, 0, 100, "WebP quality")
+    return integer(quality, "WebP quality", 0, 100)
 
 
 def _method(method: Any) -> int:
-    return _integer(method, 0, 6, "method (libwebp's speed/size trade-off)")
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _integer(value: Any, lo: int, hi: int, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer {lo}..{hi}, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
-    return int(value)
+    return integer(method, "method (libwebp's speed/size trade-off)", 0, 6)
 
 
 def _check(value: str, options: tuple, name: str) -> str:

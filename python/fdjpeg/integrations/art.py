@@ -30,6 +30,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .. import defenses as _defenses
+from .._checks import flag
 from .._pipeline import nchw_to_nhwc, nhwc_to_nchw
 
 try:
@@ -52,7 +53,7 @@ class _Wrapped:
             raise TypeError(f"name must be the name of an fdjpeg defense (one of {_defenses.names()}), got {name!r}")
         self.name = name
         self.defense = _defenses.build(name, **params)  # ValueError for an unknown name or parameter
-        self.channels_first = _flag(channels_first, "channels_first")
+        self.channels_first = flag(channels_first, "channels_first")
         self.clip_values = _clip_values(clip_values)
         self.differentiable = bool(getattr(self.defense, "differentiable", False))
         self.random = _defenses.is_random(self.defense)
@@ -185,8 +186,8 @@ class ArtDefense(Preprocessor):
 
     def __init__(self, name: str, channels_first: bool = False, clip_values: Tuple[float, float] = (0.0, 1.0),
                  apply_fit: bool = False, apply_predict: bool = True, **params: Any) -> None:
-        super().__init__(is_fitted=True, apply_fit=_flag(apply_fit, "apply_fit"),
-                         apply_predict=_flag(apply_predict, "apply_predict"))
+        super().__init__(is_fitted=True, apply_fit=flag(apply_fit, "apply_fit"),
+                         apply_predict=flag(apply_predict, "apply_predict"))
         self._wrapped = _Wrapped(name, channels_first, clip_values, params)
 
     name = property(lambda self: self._wrapped.name)
@@ -200,7 +201,7 @@ class ArtDefense(Preprocessor):
 
     @channels_first.setter
     def channels_first(self, value: bool) -> None:
-        self._wrapped.channels_first = _flag(value, "channels_first")
+        self._wrapped.channels_first = flag(value, "channels_first")
 
     @property
     def clip_values(self) -> Tuple[float, float]:
@@ -234,8 +235,8 @@ class ArtDefensePyTorch(PreprocessorPyTorch):
                  apply_fit: bool = False, apply_predict: bool = True, device_type: str = "gpu", **params: Any) -> None:
         if device_type not in ("cpu", "gpu"):
             raise ValueError(f"device_type must be 'cpu' or 'gpu', got {device_type!r}")
-        super().__init__(device_type=device_type, is_fitted=True, apply_fit=_flag(apply_fit, "apply_fit"),
-                         apply_predict=_flag(apply_predict, "apply_predict"))
+        super().__init__(device_type=device_type, is_fitted=True, apply_fit=flag(apply_fit, "apply_fit"),
+                         apply_predict=flag(apply_predict, "apply_predict"))
         self._wrapped = _Wrapped(name, channels_first, clip_values, params)
 
     name = ArtDefense.name
@@ -255,12 +256,6 @@ class ArtDefensePyTorch(PreprocessorPyTorch):
 
 # ------------------------------------------------------------------------------------------------
 # Argument checks
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _clip_values(value: Any) -> Tuple[float, float]:
