@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .._checks import integer
-from .._pipeline import as_nchw_batch, nchw_to_nhwc, nhwc_to_nchw
+from .._pipeline import as_nchw_batch, check_torch_images, nchw_to_nhwc, nhwc_to_nchw
 
 WIDTHS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
     "rgb": ((3, 16, 32, 64, 128, 256, 128, 64, 32, 12), (12, 32, 64, 128, 256, 128, 64, 32, 16, 3)),
@@ -280,14 +280,7 @@ def _defend_numpy(x: np.ndarray, model: ComDefend, batch_size: int) -> np.ndarra
 
 
 def _defend_torch(x: torch.Tensor, model: ComDefend, batch_size: int) -> torch.Tensor:
-    if x.layout != torch.strided or getattr(x, "is_nested", False):
-        raise TypeError(f"torch images must be dense (strided) tensors, got layout {x.layout}")
-    if not (x.dtype == torch.uint8 or x.is_floating_point()):
-        raise TypeError(f"torch images must be uint8 (0..255) or floating point (0..1), got {x.dtype}")
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(f"torch images must be HW, CHW or NCHW, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"images must be non-empty, got shape {tuple(x.shape)}")
+    check_torch_images(x)
     if x.device != _model_device(model):
         raise ValueError(
             f"the ComDefend model is on {_model_device(model)} and the images on {x.device}: move the model "
