@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageOps
 
 import fdjpeg
-from fdjpeg import batch, cli, datasets, imagefiles
-from fdjpeg.batch.manifest import _alive as process_alive
+from fdjpeg import batch, cli, datasets
+from fdjpeg.batch.manifest import process_alive, temp_writer
 from trees import snapshot
 
 
@@ -324,8 +324,7 @@ def _wait_for_writers_of_temps(dst, timeout=30.0):
     deadline = time.time() + timeout
     quiet_since = None
     while time.time() < deadline:
-        pids = {int(n[len(imagefiles.TEMP_PREFIX):].split("-", 1)[0])
-                for n in os.listdir(dst) if n.startswith(imagefiles.TEMP_PREFIX)}
+        pids = {temp_writer(n) for n in os.listdir(dst)} - {None}
         if any(process_alive(pid) for pid in pids):
             quiet_since = None
         elif quiet_since is None:

@@ -112,10 +112,8 @@ def remove_stale_temps(folder: str, recursive: bool = True, keep_out: Optional[s
         if keep_out is not None:
             dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) != keep_out]
         for name in files:
-            if not (name.startswith(imagefiles.TEMP_PREFIX) and name.endswith(".tmp")):
-                continue
-            pid = name[len(imagefiles.TEMP_PREFIX):].split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            pid = temp_writer(name)
+            if pid is not None and pid != os.getpid() and not process_alive(pid):
                 try:
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
@@ -124,7 +122,16 @@ def remove_stale_temps(folder: str, recursive: bool = True, keep_out: Optional[s
     return removed
 
 
-def _alive(pid: int) -> bool:
+def temp_writer(name: str) -> Optional[int]:
+    """The id of the process that wrote the temporary file ``name`` (see ``imagefiles.atomic_write``),
+    or None when ``name`` is not such a file."""
+    if not (name.startswith(imagefiles.TEMP_PREFIX) and name.endswith(".tmp")):
+        return None
+    pid = name[len(imagefiles.TEMP_PREFIX):].split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
