@@ -104,3 +104,85 @@ def test_photo_crops_include_opencv_photos(caplog):
         crops = datasets.photo_crops(224)
     assert "opencv/baboon/center" in crops and "opencv/aloeL/r1c1" in crops
     assert len(crops) > 100
+
+
+REQUIRE_PHOTOS = bool(os.environ.get("FDJPEG_REQUIRE_EVAL"))
+needs_gcompris = pytest.mark.skipif(not os.path.isdir(datasets.GCOMPRIS_RCC_DIR) and not REQUIRE_PHOTOS,
+                                    reason="needs Debian gcompris-qt-data")
+
+
+@needs_gcompris
+def test_qt_resources_reads_gcompris_bundles_files_and_credits():
+    from fdjpeg.qt_resources import read_qt_resources
+
+    files = read_qt_resources(os.path.join(datasets.GCOMPRIS_RCC_DIR, "erase.rcc"))
+    root = "/gcompris/src/activities/erase/"
+    # QML text (stored zlib-compressed by rcc) reads back as the source, the photos as WebP files.
+    assert files[root + "ActivityInfo.qml"].decode("utf-8").lstrip().startswith("/* GCompris - ActivityInfo.qml")
+    photos = {k: v for k, v in files.items() if k.endswith(".webp")}
+    assert len(photos) == 33
+    for content in photos.values():
+        assert content[:4] == b"RIFF" and content[8:12] == b"WEBP"
+    # The bundle's README credits every photo it ships.
+    readme = files[root + "resource/README"].decode("utf-8")
+    assert all(os.path.basename(k) in readme for k in photos)
+
+
+def test_qt_resources_refuses_other_and_cut_files(tmp_path):
+    from fdjpeg.qt_resources import read_qt_resources
+
+    other = tmp_path / "other.rcc"
+    other.write_bytes(b"PK\x03\x04" + bytes(40))
+    with pytest.raises(ValueError, match="not a Qt resource bundle"):
+        read_qt_resources(str(other))
+    if os.path.isdir(datasets.GCOMPRIS_RCC_DIR):
+        whole = open(os.path.join(datasets.GCOMPRIS_RCC_DIR, "erase.rcc"), "rb").read()
+        cut = tmp_path / "cut.rcc"
+        cut.write_bytes(whole[: len(whole) // 2])
+        with pytest.raises(ValueError, match="truncated|corrupt"):
+            read_qt_resources(str(cut))
+
+
+@needs_gcompris
+def test_photo_files_from_debian_packages_are_photographs_never_the_reserved_sets(tmp_path, monkeypatch):
+    monkeypatch.setenv("FDJPEG_CACHE", str(tmp_path))
+    files, notes = datasets.photo_files()
+    assert not notes
+    by_source = {}
+    for key in files:
+        by_source.setdefault(key.split("/")[0], []).append(key)
+    # GCompris's photographs (221: its WebP images less categorization's duplicate monuments), the
+    # listed lomiri and palapeli photographs, and the earlier sources.
+    assert len(by_source["gcompris"]) == 221 and not any("monuments" in k and "categorization" in k for k in files)
+    assert len(by_source["lomiri"]) == len(datasets.LOMIRI_PHOTOS)
+    assert len(by_source["palapeli"]) == len(datasets.PALAPELI_PHOTOS)
+    assert len(files) >= 250
+    # One stem per photo across sources (ComDefend's --holdout names photos by stem).
+    stems = [k.split("/", 1)[1] for k in files]
+    assert len(set(stems)) == len(stems)
+    for path in files.values():
+        real = os.path.realpath(path)
+        assert "/mate" not in real and "/usr/share/wallpapers" not in real  # the reserved check set
+    # GCompris's photos were copied into the cache, byte for byte, and decode as RGB photographs.
+    from fdjpeg.qt_resources import read_qt_resources
+
+    bundle = read_qt_resources(os.path.join(datasets.GCOMPRIS_RCC_DIR, "explore_world_animals.rcc"))
+    giraffe = files["gcompris/world_animals-giraffe"]
+    assert giraffe.startswith(str(tmp_path))
+    assert open(giraffe, "rb").read() == bundle["/gcompris/src/activities/explore_world_animals/resource/animals/giraffe.webp"]
+    with Image.open(giraffe) as im:
+        assert im.mode == "RGB" and min(im.size) >= 600
+
+
+@needs_gcompris
+def test_photo_crops_are_read_only_and_count_small_photos_in_one_note():
+    notes = []
+    crops = datasets.photo_crops(224, log=notes.append)
+    assert len(crops) > 900
+    small = [n for n in notes if "smaller than 224x224" in n]
+    assert len(small) == 1 and small[0].startswith("photo_crops: 47 photos")
+    crop = crops["gcompris/erase-gorilla/center"]
+    with pytest.raises(ValueError, match="read-only"):
+        crop[0, 0, 0] = 1
+    again = datasets.photo_crops(224, log=notes.append)
+    assert again is not crops and again["gcompris/erase-gorilla/center"] is crop  # shared, not decoded again

@@ -5,6 +5,7 @@ docs/models.md says what each source holds. Loaders return uint8 RGB arrays (H x
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Dict, Optional
 
@@ -197,11 +198,73 @@ def _opencv_photos() -> Dict[str, str]:
     return {os.path.splitext(n)[0]: os.path.join(OPENCV_DOC_DIR, n) for n in OPENCV_PHOTOS}
 
 
+GCOMPRIS_RCC_DIR = "/usr/share/gcompris-qt/rcc"
+# GCompris activities whose WebP images are photographs (their drawings are SVG), from Debian's
+# gcompris-qt-data (GPL-3+). Categorization's "monuments" are left out: they show the landmarks of
+# explore_monuments again, and one photo must not sit on both sides of a held-out split.
+GCOMPRIS_PHOTO_BUNDLES = ("erase", "explore_monuments", "explore_world_animals", "explore_farm_animals",
+                          "categorization")
+GCOMPRIS_LEFT_OUT = ("/categorization/resource/images/monuments/",)
+
+LOMIRI_DIR = "/usr/share/backgrounds"
+# The photographs among Debian's lomiri-wallpapers-16.04 and -20.04 (CC-BY-SA; the others are
+# renders and gradients). Listed by name: other packages install into the same folder.
+LOMIRI_PHOTOS = (
+    "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Kleiber_by_Lukas_Baubkus.jpg",
+    "Picture_0B_by_freespace.jpg", "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg",
+    "aitzgorri_by_Aitzol_Berasategi.jpg", "friends_by_Aitzol_Berasategi.jpg", "life_by_Aitzol_Berasategi.jpg",
+    "picosdeeuropa_by_Aitzol_Berasategi.jpg", "seeding_by_Clements_Engelhardt.jpg",
+    "sunset_by_Aitzol_Berasategi.jpg",
+)
+PALAPELI_DIR = "/usr/share/palapeli/collection"
+# The photographs of Debian's palapeli-data puzzle collection (its backgrounds are textures).
+PALAPELI_PHOTOS = ("castle-maintenon.jpg", "cincinnati-bridge.jpg", "citrus-fruits.jpg",
+                   "european-honey-bee.jpg", "panther-chameleon-female.jpg")
+
+
+def _debian_files(folder: str, names, package: str) -> Dict[str, str]:
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder} not found: apt-get install {package}")
+    return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in names}
+
+
+def _gcompris_photos() -> Dict[str, str]:
+    """GCompris's photographs, copied once out of its Qt resource bundles into the user cache, as
+    ``{"<activity>-<name>": path}``."""
+    from ._cache import cache_dir
+    from .qt_resources import read_qt_resources
+
+    if not os.path.isdir(GCOMPRIS_RCC_DIR):
+        raise FileNotFoundError(f"{GCOMPRIS_RCC_DIR} not found: apt-get install gcompris-qt-data")
+    folder = cache_dir("photos-gcompris")
+    os.makedirs(folder, exist_ok=True)
+    files = {}
+    for bundle in GCOMPRIS_PHOTO_BUNDLES:
+        bundle_path = os.path.join(GCOMPRIS_RCC_DIR, bundle + ".rcc")
+        if not os.path.exists(bundle_path):
+            raise FileNotFoundError(f"{bundle_path} not found: apt-get install gcompris-qt-data")
+        for member, content in read_qt_resources(bundle_path).items():
+            if not member.endswith(".webp") or any(part in member for part in GCOMPRIS_LEFT_OUT):
+                continue
+            stem = f"{bundle.replace('explore_', '')}-{os.path.splitext(os.path.basename(member))[0]}"
+            path = os.path.join(folder, stem + ".webp")
+            if not (os.path.exists(path) and os.path.getsize(path) == len(content)):
+                tmp = f"{path}.{os.getpid()}.tmp"  # renamed when whole: a reader never sees half a file
+                with open(tmp, "wb") as f:
+                    f.write(content)
+                os.replace(tmp, path)
+            files[stem] = path
+    return files
+
+
 PHOTO_SOURCES = {
     "skimage": _skimage_photos,
     "sklearn": _sklearn_photos,
     "matplotlib": _matplotlib_photos,
     "opencv": _opencv_photos,
+    "gcompris": _gcompris_photos,
+    "lomiri": lambda: _debian_files(LOMIRI_DIR, LOMIRI_PHOTOS, "lomiri-wallpapers-16.04 lomiri-wallpapers-20.04"),
+    "palapeli": lambda: _debian_files(PALAPELI_DIR, PALAPELI_PHOTOS, "palapeli-data"),
 }
 
 
@@ -243,17 +306,18 @@ def photo_crops(size: int = 224, *, max_side_factor: float = 2.0, log=None) -> D
     Protocol (deterministic, so results reproduce):
 
     1. Sources: scikit-image's sample photos, scikit-learn's ``china``/``flower``, matplotlib's
-       ``grace_hopper`` and the colour photographs of Debian's ``opencv-doc`` (:data:`OPENCV_PHOTOS`).
-       Grey images are converted to RGB. A source that is not installed is skipped and named in a
+       ``grace_hopper``, the colour photographs of Debian's ``opencv-doc`` (:data:`OPENCV_PHOTOS`),
+       GCompris's photographs (``gcompris-qt-data``), and those of ``lomiri-wallpapers-16.04``/``-20.04``
+       and ``palapeli-data`` (:data:`LOMIRI_PHOTOS`, :data:`PALAPELI_PHOTOS`). Grey images are converted to RGB. A source that is not installed is skipped and named in a
        note passed to ``log`` (default: the ``logging`` warning of this module), never an error.
     2. A photo whose shorter side exceeds ``max_side_factor * size`` (448 px for 224 crops) is first
        resized (Pillow bicubic, aspect kept) so its shorter side is exactly that, so that a crop shows
        an object at roughly the scale ImageNet's photos do rather than a patch of texture.
     3. From each photo: the center crop (``.../center``), plus the non-overlapping tiles of the largest
        whole grid of ``size x size`` tiles centered in the photo (``.../r0c1`` ...). Photos smaller
-       than ``size`` on a side are skipped (and noted).
+       than ``size`` on a side are skipped (and counted in one note).
 
-    These crops have no labels: the evaluation scores a defense by agreement with the clean model's
+    The arrays are read-only: the last call's crops are kept and shared. These crops have no labels: the evaluation scores a defense by agreement with the clean model's
     confident prediction on each crop.
     """
     if not isinstance(size, int) or size < 8:
@@ -263,23 +327,35 @@ def photo_crops(size: int = 224, *, max_side_factor: float = 2.0, log=None) -> D
 
         log = logging.getLogger(__name__).warning
     files, notes = photo_files()
-    crops = {}
-    limit = int(round(max_side_factor * size))
-    for key, path in files.items():
+    crops, small = _cut_photo_crops(tuple(sorted(files.items())), size, int(round(max_side_factor * size)))
+    if small:
+        notes.append(f"{len(small)} photos smaller than {size}x{size} on a side skipped: "
+                     + ", ".join(small[:3]) + (" ..." if len(small) > 3 else ""))
+    for note in notes:
+        log(f"photo_crops: {note}")
+    return dict(crops)
+
+
+@functools.lru_cache(maxsize=1)
+def _cut_photo_crops(files: tuple, size: int, limit: int) -> tuple[Dict[str, np.ndarray], list]:
+    """The crops of :func:`photo_crops` (read-only arrays) and the keys of the photos too small for
+    them; the last call's result is kept, since decoding the large wallpapers takes seconds."""
+    crops, small = {}, []
+    for key, path in files:
         with Image.open(path) as im:
             img = np.asarray(im.convert("RGB"))
         h, w = img.shape[:2]
         if min(h, w) < size:
-            notes.append(f"{key}: {w}x{h} is smaller than {size}x{size}, skipped")
+            small.append(f"{key} ({w}x{h})")
             continue
         if min(h, w) > limit:
             img = resize_shorter_side(img, limit)
             h, w = img.shape[:2]
         for name, top, left in photo_crop_boxes(h, w, size):
-            crops[f"{key}/{name}"] = np.ascontiguousarray(img[top : top + size, left : left + size])
-    for note in notes:
-        log(f"photo_crops: {note}")
-    return crops
+            crop = np.ascontiguousarray(img[top : top + size, left : left + size])
+            crop.setflags(write=False)
+            crops[f"{key}/{name}"] = crop
+    return crops, small
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from .. import ops
+from .._cache import cache_dir as user_cache_dir
 from .._checks import integer
 
 PATCH_SIZE = 5  # lib/constants.py QUILTING_PATCH_SIZE
@@ -58,10 +59,7 @@ Seed = Union[None, int, np.random.Generator]
 
 def cache_dir() -> str:
     """Where built patch databases are kept (never the package folder)."""
-    root = os.environ.get("FDJPEG_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fdjpeg"
-    )
-    return os.path.join(root, "quilting")
+    return user_cache_dir("quilting")
 
 
 def _faiss():
