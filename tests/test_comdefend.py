@@ -220,3 +220,33 @@ def test_train_command_checkpoints_resumes_and_writes_loadable_weights(tmp_path,
     assert "at iteration 2" in second and "checkpoint 3:" in second and "checkpoint 2:" not in second
     model = cd.load("grey", path=str(out))
     assert model.metadata["iterations"] == "3" and model.metadata["seed"] == "0"
+
+
+def test_held_out_photos_are_every_nth_or_the_named_ones():
+    from fdjpeg.commands.train_comdefend import held_out_photos
+
+    stems = [f"p{i:02d}" for i in range(20)]
+    assert held_out_photos(stems[::-1], "", 8) == ["p07", "p15"]
+    assert held_out_photos(stems, "p03,p11", 8) == ["p03", "p11"]
+    with pytest.raises(SystemExit, match="unknown photos"):
+        held_out_photos(stems, "p03,nope", 8)
+    with pytest.raises(SystemExit, match="at least 2"):
+        held_out_photos(stems, "", 1)
+
+
+def test_rgb_training_under_bf16_reports_each_held_out_photo_and_kept_predictions(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    from fdjpeg import cli
+
+    out = tmp_path / "rgb.safetensors"
+    assert cli.main(["train-comdefend", "--variant", "rgb", "--bf16", "--iterations", "2", "--save-every", "2",
+                     "--holdout", "chelsea,coffee", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for line in ("held-out PSNR chelsea:", "held-out PSNR coffee:", "held-out PSNR held-out-photos-mean:",
+                 "held-out PSNR held-out-photos-tiled32:"):
+        assert line in text
+    model = cd.load("rgb", path=str(out))
+    assert model.metadata["bf16"] == "True" and "psnr_held-out-photos-mean" in model.metadata
+    assert "psnr_chelsea" not in model.metadata  # per-photo figures are printed, the mean is kept
+    if "not measured" not in text:
+        assert "clean predictions kept:" in text and model.metadata["clean_predictions_kept"].count("/") == 1
