@@ -158,14 +158,14 @@ def test_command_reports_bad_configuration(capsys, tmp_path):
 
 
 def test_held_out_crops_come_from_other_photographs():
-    from fdjpeg.eval.tasks import HOLDOUT_EVERY, split_crops
+    from fdjpeg.datasets import PHOTO_HOLDOUT_EVERY, split_photo_crops
 
     crops = {f"src/photo{p}/{c}": None for p in range(9) for c in ("center", "r0c0", "r0c1")}
-    evaluated, held = split_crops(crops)
+    evaluated, held = split_photo_crops(crops)
     assert sorted(evaluated + held) == sorted(crops)
     photo = lambda name: name.rsplit("/", 1)[0]  # noqa: E731
     assert {photo(n) for n in evaluated}.isdisjoint({photo(n) for n in held})
-    assert len({photo(n) for n in held}) == 9 // HOLDOUT_EVERY
+    assert len({photo(n) for n in held}) == 9 // PHOTO_HOLDOUT_EVERY
 
 
 def test_task_refuses_mismatched_labels(fashion_classifier):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fdjpeg
+from fdjpeg import benchmarks
 
 faiss = pytest.importorskip("faiss")
 from fdjpeg.defenses import quilting  # noqa: E402
@@ -57,7 +58,7 @@ def exact_database(img):
 
 @pytest.mark.parametrize("cut", quilting.CUTS)
 def test_quilting_from_the_image_own_patches_gives_it_back(cut):
-    img = fdjpeg.benchmarks.images_for("224", 1)[0][:41, :35].astype(np.float32) / 255
+    img = benchmarks.images_for("224", 1)[0][:41, :35].astype(np.float32) / 255
     out = quilting.quilt(img, *exact_database(img), cut=cut)
     ys, xs = quilting.grid(*img.shape[:2])
     h, w = ys[-1] + quilting.PATCH_SIZE, xs[-1] + quilting.PATCH_SIZE

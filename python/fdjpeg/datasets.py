@@ -358,6 +358,22 @@ def _cut_photo_crops(files: tuple, size: int, limit: int) -> tuple[Dict[str, np.
     return crops, small
 
 
+#: Every PHOTO_HOLDOUT_EVERY-th photograph (sorted by name) is held out of evaluation, with all of its
+#: crops, for what is fitted to clean photos: data-derived tables and the quilting patch database.
+PHOTO_HOLDOUT_EVERY = 4
+
+
+def split_photo_crops(crops: dict) -> tuple[list, list]:
+    """Crop names (``source/photo/crop``) -> (evaluated names, held-out names), holding out every
+    :data:`PHOTO_HOLDOUT_EVERY`-th photograph with all of its crops, so that nothing fitted to the
+    held-out crops has seen an evaluated photo."""
+    photo = lambda name: name.rsplit("/", 1)[0]  # noqa: E731
+    photos = sorted({photo(nm) for nm in crops})
+    held_photos = set(photos[PHOTO_HOLDOUT_EVERY - 1 :: PHOTO_HOLDOUT_EVERY])
+    names = sorted(crops)
+    return [nm for nm in names if photo(nm) not in held_photos], [nm for nm in names if photo(nm) in held_photos]
+
+
 # ---------------------------------------------------------------------------------------------------
 # A user's own labelled images: the ImageNet validation layout, or any folder of class folders.
 

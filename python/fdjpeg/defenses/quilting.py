@@ -18,9 +18,10 @@ Transformations") ran it, from facebookresearch's adversarial_image_defenses:
 
 Differences, each for a reason:
 
-* The database is cut from the offline photos of :func:`fdjpeg.datasets.photo_crops` (scikit-image,
-  scikit-learn, matplotlib and opencv-doc photos, 224 x 224 crops), not ImageNet, which does not
-  install offline. Built once, deterministically from ``index_seed``, and kept in the user cache
+* The database is cut from the offline photos of :func:`fdjpeg.datasets.photo_crops` (224 x 224
+  crops), not ImageNet, which does not install offline: from the held-out quarter of the photos
+  (:func:`fdjpeg.datasets.split_photo_crops`), never one that ``fdjpeg eval`` scores, as their
+  database came from training images and their evaluation from validation images. Built once, deterministically from ``index_seed``, and kept in the user cache
   (``$FDJPEG_CACHE``, else ``$XDG_CACHE_HOME/fdjpeg``, else ``~/.cache/fdjpeg``).
 * The cut: their graph cut ties the non-overlap pixels to the new patch and no pixel to the old
   one, so its minimum cut is empty and the new patch overwrites the whole overlap (up to exact
@@ -122,8 +123,8 @@ def build_index(patches: np.ndarray, seed: int = 0):
 
 def database(num_patches: int = NUM_PATCHES, index_seed: int = 0, folder: Optional[str] = None,
              log=lambda line: print(line, file=sys.stderr)) -> Tuple[Any, np.ndarray]:
-    """``(faiss index, uint8 patches N x 75)`` cut from :func:`fdjpeg.datasets.photo_crops` (224 x 224)
-    with ``numpy.random.default_rng(index_seed)``; loaded from the cache when built before with the
+    """``(faiss index, uint8 patches N x 75)`` cut from the held-out crops of
+    :func:`fdjpeg.datasets.photo_crops` (224 x 224; :func:`fdjpeg.datasets.split_photo_crops`) with ``numpy.random.default_rng(index_seed)``; loaded from the cache when built before with the
     same photos and settings, else built (about a minute for a million patches) and cached."""
     from .. import datasets
 
@@ -131,9 +132,9 @@ def database(num_patches: int = NUM_PATCHES, index_seed: int = 0, folder: Option
     index_seed = integer(index_seed, "index_seed", 0)
     faiss = _faiss()
     crops = datasets.photo_crops(224)
-    names = sorted(crops)
+    names = datasets.split_photo_crops(crops)[1]  # never an evaluated photo, as Guo et al. cut training images
     key = json.dumps({"photos": names, "n": num_patches, "seed": index_seed, "p": PATCH_SIZE, "pca": PCA_DIMS,
-                      "ivf": [NUM_LISTS, SUB_QUANTIZERS, BITS], "faiss": faiss.__version__, "v": 1})
+                      "ivf": [NUM_LISTS, SUB_QUANTIZERS, BITS], "faiss": faiss.__version__, "v": 2})
     stem = os.path.join(folder or cache_dir(), hashlib.sha256(key.encode()).hexdigest()[:16])
     if os.path.exists(stem + ".faiss") and os.path.exists(stem + ".npy"):
         index = faiss.read_index(stem + ".faiss")

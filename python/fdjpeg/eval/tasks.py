@@ -28,7 +28,6 @@ from ..models.common import to_model_input
 #: Softmax probability the clean EfficientNet-Lite0 must give a photo crop for the crop to count.
 CROP_CONFIDENCE = 0.5
 #: One photograph in this many (sorted by name) is held out, with its crops, for data-derived tables.
-HOLDOUT_EVERY = 4
 
 IMAGENET_EPSILONS = (2 / 255, 4 / 255, 8 / 255)
 MNIST_EPSILONS = (0.1, 0.2, 0.3)
@@ -173,7 +172,7 @@ def training_images(source: str) -> np.ndarray:
         return datasets.mnist_5k()[0][-MNIST_HELD_OUT:]
     if source == "photos":
         crops = datasets.photo_crops(size=224)
-        return np.stack([crops[nm] for nm in split_crops(crops)[1]])
+        return np.stack([crops[nm] for nm in datasets.split_photo_crops(crops)[1]])
     raise ValueError(f"training source must be one of {TRAINING_SOURCES}, got {source!r}")
 
 
@@ -187,16 +186,6 @@ def _alternate(a: list, b: list) -> list:
     return out + a[len(b):] + b[len(a):]
 
 
-def split_crops(crops: dict) -> Tuple[list, list]:
-    """Crop names (``source/photo/crop``) -> (evaluation names, held-out names for data-derived
-    tables), holding out every :data:`HOLDOUT_EVERY`-th photograph with all of its crops."""
-    photo = lambda name: name.rsplit("/", 1)[0]  # noqa: E731
-    photos = sorted({photo(nm) for nm in crops})
-    held_photos = set(photos[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY])
-    names = sorted(crops)
-    return [nm for nm in names if photo(nm) not in held_photos], [nm for nm in names if photo(nm) in held_photos]
-
-
 def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
     from .. import datasets
 
@@ -204,7 +193,7 @@ def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
         raise ValueError(f"confidence must be in (0, 1], got {confidence}")
     fb_x, fb_y = datasets.foolbox_imagenet(size=224)
     crops = datasets.photo_crops(size=224)
-    eval_names, held_names = split_crops(crops)
+    eval_names, held_names = datasets.split_photo_crops(crops)
     crop_x = to_model_input(np.stack([crops[nm] for nm in eval_names]))
     with torch.no_grad():
         prob = torch.softmax(model(crop_x), dim=1)
