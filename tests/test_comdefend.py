@@ -220,6 +220,12 @@ def test_train_command_checkpoints_resumes_and_writes_loadable_weights(tmp_path,
     assert "at iteration 2" in second and "checkpoint 3:" in second and "checkpoint 2:" not in second
     model = cd.load("grey", path=str(out))
     assert model.metadata["iterations"] == "3" and model.metadata["seed"] == "0"
+    assert model.metadata["schedule"] == "cosine" and model.metadata["clip"] == "1.0"
+    # the checkpoint before the last one is kept, to go back to if training diverged since
+    import torch
+
+    assert torch.load(str(out) + ".ckpt.prev", weights_only=True)["iteration"] == 2
+    assert torch.load(str(out) + ".ckpt", weights_only=True)["iteration"] == 3
 
 
 def test_held_out_photos_are_every_nth_or_the_named_ones():

@@ -12,6 +12,7 @@ picked up again with ``--resume``; the final weights are written as safetensors.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=None, help="also stop after this many minutes of training")
     p.add_argument("--batch", type=int, default=20, help="images per iteration (default: %(default)s, as the authors)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="learning rate over --iterations: cosine decay from --lr to zero, or constant (the "
+                        "authors'; it can diverge in long runs) (default: %(default)s)")
+    p.add_argument("--clip", type=float, default=1.0,
+                   help="clip the gradient's global norm to this (0: no clipping) (default: %(default)s)")
     p.add_argument("--patch", type=int, default=32, help="RGB patch size (default: %(default)s)")
     p.add_argument("--holdout-every", type=int, default=8,
                    help="RGB: hold out every N-th photo (sorted by name) for the PSNR (default: %(default)s)")
@@ -74,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     # channels-last runs oneDNN's fastest CPU convolutions (about 3x here on 32x32 batches)
     model = comdefend.ComDefend(args.variant, args.arch).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.schedule == "cosine":  # a function of the iteration, so a resumed run continues the same curve
+        sched = lambda i: 0.5 * (1 + math.cos(math.pi * min(i, args.iterations) / args.iterations))  # noqa: E731
+    else:
+        sched = lambda i: 1.0  # noqa: E731
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start_iter, elapsed = 0, 0.0
@@ -95,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state(),
         }, tmp)
+        if os.path.exists(ckpt_path):  # the one before stays (.prev), to go back to if training went wrong
+            os.replace(ckpt_path, ckpt_path + ".prev")
         os.replace(tmp, ckpt_path)
 
     print(f"training ComDefend {args.variant}/{args.arch}: {sum(p.numel() for p in model.parameters()):,} parameters, "
@@ -108,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
             loss, mse = comdefend.training_loss(model, batch, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if args.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        for group in opt.param_groups:
+            group["lr"] = args.lr * sched(it)
         opt.step()
         it += 1
         window = (window + [float(mse.detach())])[-20:]
@@ -121,14 +137,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n  checkpoint {it}: {_binary_code_diagnosis(model, batch)}", flush=True)
     spent = time.perf_counter() - t0
     print()
-    save_checkpoint(it, spent)
+    if it % args.save_every:  # not saved at this iteration yet
+        save_checkpoint(it, spent)
 
     model.eval()
     scores, kept = _report(model, held_out, args)
     summary = {k: v for k, v in scores.items() if k not in held_out or len(held_out) == 1}
     comdefend.save_weights(model, out, {
         "iterations": it, "seconds": f"{spent:.0f}", "batch": args.batch, "seed": args.seed,
-        "threads": args.threads, "bf16": str(args.bf16), **{f"psnr_{k}": f"{v:.2f}" for k, v in summary.items()},
+        "threads": args.threads, "bf16": str(args.bf16), "schedule": args.schedule, "clip": args.clip, **{f"psnr_{k}": f"{v:.2f}" for k, v in summary.items()},
         **({"clean_predictions_kept": kept} if kept else {}),
     })
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB) after {it} iterations, {spent / 60:.1f} min "
