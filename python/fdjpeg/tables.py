@@ -180,6 +180,19 @@ def from_statistics(
     return validate(np.clip(np.rint(step), q_min, a), "derived table")
 
 
+def derived_table(train_images) -> QuantTable:
+    """Feature Distillation table derived from clean training images (DeepN-JPEG's rule), given as
+    uint8 N x H x W (grey) or N x H x W x C."""
+    if train_images is None or len(train_images) == 0:
+        raise ValueError("a derived table needs clean training images, and this task has none")
+    images = np.asarray(train_images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"training images must be N x H x W or N x H x W x C, got shape {images.shape}")
+    return from_statistics(images, color="none")
+
+
 def _planes_for_statistics(img: np.ndarray, color: str) -> np.ndarray:
     """Image -> stack of 2-D planes in 0..255 (level-shifted luma for ycbcr)."""
     if img.dtype == np.uint8:

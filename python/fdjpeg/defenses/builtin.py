@@ -64,10 +64,9 @@ def _jpeg(quality: int = 75, subsampling: str = "420", threads=None):
 
 def _fd_derived(data: str = "fashion-mnist", passes: int = 1, threads=None):
     """Feature Distillation with the table derived from clean training images of ``data``."""
-    from ..eval.configs import derived_table
-    from ..eval.tasks import training_images
+    from .. import datasets
 
-    return _feature_distillation(derived_table(training_images(data)), passes, threads)
+    return _feature_distillation(tables.derived_table(datasets.training_images(data)), passes, threads)
 
 
 def _ensemble_fashion(path=None, batch_size: int = 500):
@@ -87,7 +86,7 @@ register(
 register(
     "fd-derived", _fd_derived,
     Param("data", str, "fashion-mnist", "clean training images the table is derived from",
-          choices=_constant("fdjpeg.eval.tasks", "TRAINING_SOURCES")),
+          choices=_constant("fdjpeg.datasets", "TRAINING_SOURCES")),
     _passes(), _threads(),
     description="Feature Distillation with a DeepN-JPEG-style table derived from clean training images "
     "(data: fashion-mnist, mnist or photos)",

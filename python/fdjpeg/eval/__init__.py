@@ -6,10 +6,12 @@ markdown table, CSV, JSON, a plot and an example grid. See :mod:`fdjpeg.eval.har
 models and :mod:`fdjpeg.eval.tasks` for the data protocol.
 """
 
-from .configs import AttackConfig, DefenseConfig, attack_config, defense_config, derived_table, parse_config
+from ..datasets import training_images
+from ..tables import derived_table
+from .configs import AttackConfig, DefenseConfig, attack_config, defense_config, parse_config
 from .harness import THREAT_MODELS, evaluate
 from .report import Results
-from .tasks import Task, load_task, training_images
+from .tasks import Task, load_task
 
 
 __all__ = [

