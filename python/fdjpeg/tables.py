@@ -184,7 +184,7 @@ def derived_table(train_images) -> QuantTable:
     """Feature Distillation table derived from clean training images (DeepN-JPEG's rule), given as
     uint8 N x H x W (grey) or N x H x W x C."""
     if train_images is None or len(train_images) == 0:
-        raise ValueError("a derived table needs clean training images, and this task has none")
+        raise ValueError("a derived table needs clean training images, and none were given")
     images = np.asarray(train_images)
     if images.ndim == 3:
         images = images[..., None]

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-import numpy as np
-
 from .. import attacks as _attacks
 from .. import defenses as _defenses
 from .. import tables as _tables
@@ -64,7 +62,6 @@ def parse_config(text: str) -> Tuple[str, Dict[str, Any]]:
     if name in _defenses.names():
         return name, _defenses.parse_params(name, items)
     return name, {key: parse_value(value) for key, value in split_assignments(items, repr(text))}
-
 
 
 @dataclass
