@@ -161,17 +161,19 @@ def _exif_orientation(tiff: bytes) -> Optional[int]:
     return None
 
 
-def decode_jpeg(data: bytes, header: Tuple[int, int, int]) -> Optional[np.ndarray]:
+def decode_jpeg(data: bytes, header: Tuple[int, int, int], into: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """Decode a JPEG that :func:`jpeg_fast_header` accepted to uint8 H x W x C (C = 1 or 3) with
-    libjpeg-turbo's accurate IDCT and fancy upsampling, as Pillow does. None when simplejpeg is
-    missing or reports any problem, even a recoverable one: Pillow then reads the file."""
+    libjpeg-turbo's accurate IDCT and fancy upsampling, as Pillow does; into ``into`` (a C-contiguous
+    uint8 array of that shape) when given. None when simplejpeg is missing or reports any problem,
+    even a recoverable one: Pillow then reads the file."""
     simplejpeg = _module("simplejpeg")
     if simplejpeg is None:
         return None
     height, width, count = header
     try:
         pixels = simplejpeg.decode_jpeg(
-            data, colorspace="GRAY" if count == 1 else "RGB", fastdct=False, fastupsample=False, strict=True
+            data, colorspace="GRAY" if count == 1 else "RGB", fastdct=False, fastupsample=False, strict=True,
+            buffer=into,
         )
     except Exception:  # any decoder complaint: Pillow decides (and names the problem)
         return None

@@ -8,9 +8,10 @@ are decoded by libjpeg-turbo and RGB/RGBA PNGs encoded by fpng where installed
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -26,21 +27,12 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 TEMP_PREFIX = ".fdjpeg-tmp-"
 
 __all__ = [
-    "BadImage", "Decoded", "TEMP_PREFIX", "PNG_STRATEGY", "atomic_write", "decode", "encode", "jpeg_spec_of",
-    "read", "read_bytes", "png_encoder_name", "jpeg_decoder_name",
+    "BadImage", "Decoded", "Opened", "TEMP_PREFIX", "PNG_STRATEGY", "atomic_write", "create_temp", "decode", "encode", "jpeg_spec_of",
+    "open_bytes", "open_file", "read", "read_bytes", "png_encoder_name", "jpeg_decoder_name",
 ]
 
 #: Rows of a 16-bit image converted at a time, so the conversion holds a few MB besides the image.
 _CHUNK_PIXELS = 1 << 20
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp makes 0600
 
 
 class BadImage(Exception):
@@ -128,45 +120,72 @@ def _jpeg_bytes(path: str) -> Optional[bytes]:
         return head + f.read() if head == b"\xff\xd8\xff" else None
 
 
-def _read_fast_jpeg(data: bytes, max_pixels: Optional[int]) -> Optional[Decoded]:
-    """A plain JPEG decoded by libjpeg-turbo, or None to let Pillow read it."""
-    header = jpeg_fast_header(data)
-    if header is None:
-        return None
-    height, width, _ = header
-    _check_size(width, height, max_pixels)  # from the header: nothing decoded yet
-    bomb = Image.MAX_IMAGE_PIXELS
-    if bomb is not None and width * height > bomb:
-        return None  # Pillow's decompression-bomb guard decides
-    pixels = decode_jpeg(data, header)
-    return None if pixels is None else Decoded(pixels)
+class Opened:
+    """An image file read, and a plain JPEG's header parsed: the first of the two steps of
+    :func:`read`. :attr:`shape` is ``(H, W, C)`` when libjpeg-turbo will decode it, so that a
+    caller can give :meth:`decode` the array to decode into (a row of a stack of such images)."""
+
+    def __init__(self, source, data: Optional[bytes], max_pixels: Optional[int]):
+        self.source = source if data is None else io.BytesIO(data)  # what Pillow opens
+        self.data, self.max_pixels = data, max_pixels
+        self.shape = None
+        header = jpeg_fast_header(data) if data is not None else None
+        if header is not None:
+            height, width, _ = header
+            _check_size(width, height, max_pixels)  # from the header: nothing decoded yet
+            bomb = Image.MAX_IMAGE_PIXELS
+            if bomb is None or width * height <= bomb:  # else Pillow's decompression-bomb guard decides
+                self.shape = header
+
+    def decode(self, into: Optional[np.ndarray] = None) -> Decoded:
+        """Fully decode and convert the image; ``into`` (uint8 of :attr:`shape`), if given, receives
+        the pixels and is the returned ``pixels`` whenever they fit it (no alpha, that shape).
+        Raises :class:`BadImage` naming the reason."""
+        with _bad_image_errors():
+            if self.shape is not None:
+                pixels = decode_jpeg(self.data, self.shape, into)
+                if pixels is not None:
+                    return Decoded(into if into is not None else pixels)
+            with Image.open(self.source) as im:
+                _check_size(*im.size, self.max_pixels)
+                im.load()
+                got = decode(im)
+        if into is not None and got.alpha is None and got.pixels.shape == into.shape:
+            into[...] = got.pixels
+            return Decoded(into, None, got.notes)
+        return got
+
+
+def open_file(path: str, max_pixels: Optional[int] = None) -> Opened:
+    """Read the file at ``path`` (a JPEG whole; Pillow opens anything else by path when decoding)
+    and check what its header says. Raises :class:`BadImage` naming the reason."""
+    with _bad_image_errors():
+        return Opened(path, _jpeg_bytes(path), max_pixels)
+
+
+def open_bytes(data: bytes, max_pixels: Optional[int] = None) -> Opened:
+    """:func:`open_file` of an image file's bytes held in memory (a member of a tar shard)."""
+    with _bad_image_errors():
+        return Opened(io.BytesIO(data), data if data.startswith(b"\xff\xd8\xff") else None, max_pixels)
 
 
 def read(path: str, max_pixels: Optional[int] = None) -> Decoded:
     """Open, check the size, fully decode and convert the image at ``path``.
 
     Raises :class:`BadImage` naming the reason for anything that is not a readable image."""
-    return _reading(lambda: _jpeg_bytes(path), path, max_pixels)
+    return open_file(path, max_pixels).decode()
 
 
 def read_bytes(data: bytes, max_pixels: Optional[int] = None) -> Decoded:
     """:func:`read` of an image file's bytes held in memory (a member of a tar shard)."""
-    return _reading(lambda: data if data.startswith(b"\xff\xd8\xff") else None, io.BytesIO(data), max_pixels)
+    return open_bytes(data, max_pixels).decode()
 
 
-def _reading(jpeg_data, source, max_pixels: Optional[int]) -> Decoded:
-    """Decode ``jpeg_data()`` (a JPEG's bytes, or None) with the fast path when it applies, else
-    ``source`` with Pillow; every failure becomes a :class:`BadImage` naming the reason."""
+@contextlib.contextmanager
+def _bad_image_errors():
+    """Every failure to read or decode an image becomes a :class:`BadImage` naming the reason."""
     try:
-        data = jpeg_data()
-        if data is not None:
-            fast = _read_fast_jpeg(data, max_pixels)
-            if fast is not None:
-                return fast
-        with Image.open(source if data is None else io.BytesIO(data)) as im:
-            _check_size(*im.size, max_pixels)
-            im.load()
-            return decode(im)
+        yield
     except BadImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -229,21 +248,37 @@ def _baseline_table(table) -> List[int]:
     return [int(v) for v in arr]
 
 
+_temp_serial = itertools.count()
+
+
+def create_temp(folder: str) -> tuple[int, str]:
+    """A new temporary file in ``folder`` opened for writing: ``(descriptor, path)``. Its name
+    carries this process's id (``batch.manifest.temp_writer`` reads it back to tell a killed run's
+    leftovers) and its mode is what ``open()`` gives, the umask applied."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{next(_temp_serial)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # left by an earlier process that had this id
+            continue
+
+
 def atomic_write(path: str, data: bytes, temps: Optional[set] = None) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete: a temporary
     file in the same folder, fsync, then ``os.replace``. The temporary name is recorded in
     ``temps`` while it exists so an interrupted run can remove it."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp")
+    fd, tmp = create_temp(os.path.dirname(path) or ".")
     if temps is not None:
         temps.add(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), _FILE_MODE)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,11 +1,10 @@
 """What DST holds besides the outputs: the manifest (``.fdjpeg-manifest.jsonl``: a line with the
-settings and the bytes' hash just before each output's rename and another once it is done, so that
-``--resume`` skips only outputs these settings made), the lock one run holds on ``.fdjpeg-lock``,
+settings just before each output's rename and another once it is done, so that ``--resume`` skips
+only outputs these settings finished), the lock one run holds on ``.fdjpeg-lock``,
 and the temporary files killed runs left behind."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -34,20 +33,22 @@ def settings_key(defense: str, params: Dict[str, Any], fmt: str, **more: Any) ->
 
 
 class Records:
-    """Appends manifest lines: "writing" (with the bytes' hash) just before an output's rename,
-    "done" after it, so that a resumed run can tell its own finished outputs from anyone's. One
-    write() of an O_APPEND descriptor per line keeps the lines of several processes whole."""
+    """Appends manifest lines: "writing" just before an output's rename, "done" after it, so that a
+    resumed run can tell its own finished outputs from anyone's, and redoes one it was replacing
+    when it stopped. One write() of an O_APPEND descriptor per line keeps the lines of several
+    processes whole."""
 
     def __init__(self, path: Optional[str], root: str, settings: str):
         self.root, self.settings = root, settings
+        self.prefix = os.path.join(root, "")
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666) if path else None
 
-    def record(self, out: str, src: str, size: int, state: str, sha256: Optional[str] = None) -> None:
+    def record(self, out: str, src: str, size: int, state: str) -> None:
         if self.fd is None:
             return
-        rec = {"out": os.path.relpath(out, self.root), "src": src, "bytes": size, "settings": self.settings, "state": state}
-        if sha256 is not None:
-            rec["sha256"] = sha256
+        # outputs are planned as root + relative path: slicing gives relpath's answer without its cost
+        rel = out[len(self.prefix):] if out.startswith(self.prefix) else os.path.relpath(out, self.root)
+        rec = {"out": rel, "src": src, "bytes": size, "settings": self.settings, "state": state}
         os.write(self.fd, (json.dumps(rec) + "\n").encode())
 
     def close(self) -> None:
@@ -85,22 +86,11 @@ def existing_output(task: Task, manifest: Dict[str, dict], settings: str, root: 
                        "(another run, another tool, or a single-file run, which keeps none); --overwrite to redo it")
     if rec.get("settings") != settings:
         return Outcome(task.src, "failed", task.out, f"output exists from a run with other settings {rec.get('settings')}; use another DST or --overwrite")
-    if rec.get("state") == "writing":  # recorded just before its rename: complete only if it is those bytes
-        if rec.get("bytes") == os.path.getsize(task.out) and rec.get("sha256") == _sha256_of(task.out):
-            return Outcome(task.src, "complete", task.out)
-        return None  # the rename did not happen: this run's own path, redo it
+    if rec.get("state") == "writing":  # stopped while replacing it (renamed or not): this run's own path, redo it
+        return None
     if rec.get("bytes") == os.path.getsize(task.out):
         return Outcome(task.src, "complete", task.out)
     return Outcome(task.src, "failed", task.out, "output changed since this DST's run wrote it; --overwrite to redo it")
-
-
-def _sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 
 def remove_stale_temps(folder: str, recursive: bool = True, keep_out: Optional[str] = None) -> int:

@@ -13,17 +13,15 @@ Each output shard is written to a temporary file in DST, synced and renamed once
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple
 
 from .. import imagefiles
 from .manifest import Records
-from .pipeline import Job, defend_stacks
+from .pipeline import Job, decode_stacks, defend_stacks
 from .planning import LIST_EXTENSIONS, Plan, Task, image_extensions, inside
 from .report import Outcome
 
@@ -160,21 +158,6 @@ def _unit(dst: str, k: int, parts) -> Unit:
     return Unit(Task(",".join(names), os.path.join(dst, f"shard-{k:06d}{SHARD_EXTENSION}")), list(parts))
 
 
-class _Hashing(io.RawIOBase):
-    """A file that hashes and counts what is written to it."""
-
-    def __init__(self, f):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:
-        self.sha.update(b)
-        self.size += len(b)
-        return self.f.write(b)
-
-
 class ShardWriter:
     """Defends whole shards in the process it lives in (a worker, or the main process); the images
     of ``batch_size`` samples at a time are decoded, defended (one core call per shape) and encoded."""
@@ -189,12 +172,11 @@ class ShardWriter:
     def run(self, unit: Unit) -> List[Outcome]:
         out = unit.task.out
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix=f"{imagefiles.TEMP_PREFIX}{os.getpid()}-", suffix=".tmp")
+        fd, tmp = imagefiles.create_temp(os.path.dirname(out))
         outcomes: List[Outcome] = []
         try:
             with os.fdopen(fd, "wb") as f:
-                sink = _Hashing(f)
-                with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                     images, kept = 0, 0
                     for group in self._groups(unit):
                         if self.abort.is_set():
@@ -202,9 +184,9 @@ class ShardWriter:
                         n, k = self._write_group(tar, group, unit, outcomes)
                         images, kept = images + n, kept + k
                 f.flush()
-                os.fchmod(f.fileno(), imagefiles._FILE_MODE)
                 os.fsync(f.fileno())
-            self.records.record(out, unit.task.src, sink.size, "writing", sink.sha.hexdigest())
+                size = f.tell()
+            self.records.record(out, unit.task.src, size, "writing")
             os.replace(tmp, out)
         except KeyboardInterrupt:
             _unlink(tmp)
@@ -214,8 +196,8 @@ class ShardWriter:
             if not isinstance(exc, Exception):
                 raise
             return outcomes + [Outcome(unit.task.src, "failed", out, f"cannot write the shard: {type(exc).__name__}: {exc}")]
-        self.records.record(out, unit.task.src, sink.size, "done")
-        return outcomes + [Outcome(unit.task.src, "written", out, bytes=sink.size, images=images)]
+        self.records.record(out, unit.task.src, size, "done")
+        return outcomes + [Outcome(unit.task.src, "written", out, bytes=size, images=images)]
 
     def _groups(self, unit: Unit) -> Iterator[list]:
         group = []
@@ -233,19 +215,23 @@ class ShardWriter:
         came through whole, in order. Returns (images, samples) written."""
         job = self.job
         field_out = _OUT_FIELD[job.fmt]
-        decoded, where, failed = [], [], {}
+        opened, where, failed = [], [], {}
         for s, (path, key, members) in enumerate(group):
             for m, (info, data) in enumerate(members):
                 if data is None or split_name(info.name)[1].lower() not in IMAGE_FIELDS:
                     continue
                 try:
-                    decoded.append(imagefiles.read_bytes(data, job.max_pixels))
+                    opened.append(imagefiles.open_bytes(data, job.max_pixels))
                     where.append((s, m))
                 except imagefiles.BadImage as exc:
                     failed.setdefault(s, f"{info.name}: {exc}")
+        decoded, stacks = decode_stacks(opened)
         encoded = {}
-        for (s, m), d, y in zip(where, decoded, defend_stacks(job.defend, decoded)):
+        for (s, m), d, y in zip(where, decoded, defend_stacks(job.defend, stacks, len(opened))):
             if s in failed:
+                continue
+            if isinstance(d, Exception):
+                failed[s] = f"{group[s][2][m][0].name}: {d}"
                 continue
             if isinstance(y, Exception):
                 failed[s] = f"{group[s][2][m][0].name}: defense failed: {y}"
