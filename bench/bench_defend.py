@@ -13,10 +13,13 @@ four WebDataset tar shards (with a ``.cls`` member each). Methods, each into a f
 - NVIDIA DALI's CPU pipeline (``fn.readers.file`` -> ``fn.decoders.image(device="cpu")`` ->
   ``fn.jpeg_compression_distortion`` -> PNG by fpng), skipped with the reason when not installed;
 - IBM ART's ``JpegCompression`` (q75) in a loop, PNG by Pillow at level 1;
-- each stage alone on one thread (decode, defend, encode, write): the ceiling is
-  ``cores / sum of the stages' CPU seconds per image``.
+- each stage alone on one thread (decode, defend, encode, write), a chunk of 16 images at a time in a
+  process set up as the engine's workers are: the ceiling is ``cores / sum of the stages' CPU
+  seconds per image``.
 
-CPU time counts this process and its worker processes. The machine may be shared: every method is
+Each method runs in a fresh (spawned) process, timed from after its imports, as a user's command
+would start, not a fork of this process that holds the photos, DALI and ART; its CPU time counts
+that process and its worker processes. The machine may be shared: every method is
 run ``--repeats`` times, interleaved, and the median and the range are printed. Also printed: how
 close a ``--format jpeg`` output decodes to the defense's pixels, and the codecs alone per image.
 
@@ -43,13 +46,15 @@ from PIL import Image, ImageOps
 
 import fdjpeg
 from fdjpeg import batch, datasets, fastcodecs, imagefiles
+from fdjpeg.batch import pipeline
 
 PEER_PNG = {"compress_level": 1}  # the pool anyone would write: Pillow's PNG at level 1
 PNG = {"compress_level": 1, "compress_type": imagefiles.PNG_STRATEGY}  # what fdjpeg's Pillow path writes
 
 
-def make_folder(root: str, max_pixels: int = 1_000_000) -> list:
-    """The real photos, flipped four ways, as JPEG at qualities 75 and 90."""
+def make_folder(root: str, max_pixels: int = 1_000_000, max_files: int = 0) -> list:
+    """The real photos, flipped four ways, as JPEG at qualities 75 and 90 (the first ``max_files``
+    of them when it is not 0)."""
     files, _ = datasets.photo_files()
     paths = []
     for key, path in sorted(files.items()):
@@ -64,6 +69,8 @@ def make_folder(root: str, max_pixels: int = 1_000_000) -> list:
                 out = os.path.join(root, f"{key.replace('/', '_')}_f{flip}_q{quality}.jpg")
                 img.save(out, quality=quality)
                 paths.append(out)
+                if len(paths) == max_files:
+                    return paths
     return paths
 
 
@@ -139,22 +146,13 @@ def _dali_run(paths, dst):
             n += 1
 
 
-def dali_method(paths):
-    """DALI's CPU pipeline run in a child process (its threads never share this process with the
-    forks of the other methods), or the reason it cannot run here."""
+def dali_missing():
+    """Why DALI's CPU pipeline cannot run here, or None."""
     import importlib.util
 
     if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
         return "skipped: nvidia-dali-cuda130 is not installed"
-
-    def run(dst):
-        child = multiprocessing.get_context("spawn").Process(target=_dali_run, args=(paths, dst))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise RuntimeError(f"the DALI pipeline failed (exit status {child.exitcode})")
-
-    return run
+    return None
 
 
 def fdjpeg_defend(src, dst, **kw):
@@ -166,23 +164,72 @@ def fdjpeg_defend(src, dst, **kw):
 # ---- the stages alone -------------------------------------------------------------------------------
 
 
-def stages(paths, out):
-    """CPU seconds of each stage alone on one thread over all ``paths``."""
-    took = {}
-    clock = time.thread_time()
-    decoded = [imagefiles.read(p) for p in paths]
-    took["decode"] = time.thread_time() - clock
-    clock = time.thread_time()
-    defended = [fdjpeg.feature_distill(d.pixels, threads=1) for d in decoded]
-    took["defend"] = time.thread_time() - clock
-    clock = time.thread_time()
-    encoded = [imagefiles.encode(y, None, "png")[0] for y in defended]
-    took["encode"] = time.thread_time() - clock
-    clock = time.thread_time()
-    for i, data in enumerate(encoded):
-        imagefiles.atomic_write(os.path.join(out, f"{i}.png"), data)
-    took["write"] = time.thread_time() - clock
+def _stages_here(paths, out, chunk=16):
+    took = dict.fromkeys(("decode", "defend", "encode", "write"), 0.0)
+    pipeline._keep_freed_memory()  # as a worker of fdjpeg defend runs
+    for start in range(0, len(paths), chunk):  # a worker's chunk at a time: memory and caches as in the pipeline
+        clock = time.thread_time()
+        decoded = [imagefiles.read(p) for p in paths[start : start + chunk]]
+        took["decode"] += time.thread_time() - clock
+        clock = time.thread_time()
+        defended = [fdjpeg.feature_distill(d.pixels, threads=1) for d in decoded]
+        took["defend"] += time.thread_time() - clock
+        clock = time.thread_time()
+        encoded = [imagefiles.encode(y, None, "png")[0] for y in defended]
+        took["encode"] += time.thread_time() - clock
+        clock = time.thread_time()
+        for i, data in enumerate(encoded):
+            imagefiles.atomic_write(os.path.join(out, f"{start + i}.png"), data)
+        took["write"] += time.thread_time() - clock
     return took
+
+
+def stages(paths, out):
+    """CPU seconds of each stage alone on one thread over all ``paths``, a chunk at a time, in a
+    process of its own set up as fdjpeg defend's workers are."""
+    return in_fresh_process(_stages_here, paths, out)
+
+
+# ---- every method in a fresh process ----------------------------------------------------------------
+
+# name -> what it runs, given the folder, the tar shards, the files and the destination
+METHODS = {
+    "fdjpeg defend: fd -> PNG": lambda src, tars, paths, dst: fdjpeg_defend(src, dst),
+    "fdjpeg defend: fd -> JPEG file": lambda src, tars, paths, dst: fdjpeg_defend(src, dst, fmt="jpeg"),
+    "fdjpeg defend: jpeg q75 -> PNG": lambda src, tars, paths, dst: fdjpeg_defend(src, dst, defense="jpeg", params={"quality": 75}),
+    "fdjpeg defend: fd -> PNG, tar shards": lambda src, tars, paths, dst: fdjpeg_defend(tars, dst),
+    "Pillow pool: fd -> PNG": lambda src, tars, paths, dst: pillow_pool(_pool_fd, paths, dst),
+    "Pillow pool: JPEG q75 -> PNG": lambda src, tars, paths, dst: pillow_pool(_pool_jpeg, paths, dst),
+    "DALI CPU: jpeg distortion -> PNG": lambda src, tars, paths, dst: _dali_run(paths, dst),
+    "ART JpegCompression q75 loop": lambda src, tars, paths, dst: art_loop(paths, dst),
+}
+
+
+def _timed(name, src, tars, paths, dst):
+    start, cpu = time.perf_counter(), _cpu()
+    METHODS[name](src, tars, paths, dst)
+    return time.perf_counter() - start, _cpu() - cpu
+
+
+def _child(conn, fn, args):
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it with the method's name
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a new (spawned) interpreter: every method starts from the same small process,
+    as a user's command does, rather than forking this one (which holds the photos, DALI, ART)."""
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    child = ctx.Process(target=_child, args=(theirs, fn, args))
+    child.start()
+    status, value = mine.recv()
+    child.join()
+    if status != "ok":
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)}{args[:1]}: {value}")
+    return value
 
 
 def _cpu() -> float:
@@ -312,6 +359,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="runs of each method, interleaved (default 5)")
     parser.add_argument("--codecs-only", action="store_true", help="only the codecs-alone table")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--max-files", type=int, default=0, help="a smaller folder, for a quick look (default: all photos)")
     args = parser.parse_args()
     codec_table(max(args.repeats, 5))
     if args.codecs_only:
@@ -321,33 +369,23 @@ def main():
         src, tars = os.path.join(scratch, "src"), os.path.join(scratch, "tars")
         os.makedirs(src)
         os.makedirs(tars)
-        paths = make_folder(src)
+        paths = make_folder(src, max_files=args.max_files)
         make_shards(paths, tars)
         n, cores = len(paths), os.cpu_count()
         pixels = sum(Image.open(p).size[0] * Image.open(p).size[1] for p in paths)
         print(f"{n} real JPEG photos ({pixels / n / 1e6:.2f} Mpixel each on average; also as 4 tar shards), "
               f"{cores} cores, fdjpeg core {fdjpeg.isa()}, PNG by {imagefiles.png_encoder_name()}, JPEG decode by "
               f"{imagefiles.jpeg_decoder_name()}")
-        methods = {
-            "fdjpeg defend: fd -> PNG": lambda dst: fdjpeg_defend(src, dst),
-            "fdjpeg defend: fd -> JPEG file": lambda dst: fdjpeg_defend(src, dst, fmt="jpeg"),
-            "fdjpeg defend: jpeg q75 -> PNG": lambda dst: fdjpeg_defend(src, dst, defense="jpeg", params={"quality": 75}),
-            "fdjpeg defend: fd -> PNG, tar shards": lambda dst: fdjpeg_defend(tars, dst),
-            "Pillow pool: fd -> PNG": lambda dst: pillow_pool(_pool_fd, paths, dst),
-            "Pillow pool: JPEG q75 -> PNG": lambda dst: pillow_pool(_pool_jpeg, paths, dst),
-        }
+        methods = list(METHODS)
         skipped = {}
-        dali = dali_method(paths)
-        if isinstance(dali, str):
-            skipped["DALI CPU: jpeg distortion -> PNG"] = dali
-        else:
-            methods["DALI CPU: jpeg distortion -> PNG"] = dali
+        why = dali_missing()
+        if why:
+            skipped["DALI CPU: jpeg distortion -> PNG"] = why
         try:
             import art  # noqa: F401
-
-            methods["ART JpegCompression q75 loop"] = lambda dst: art_loop(paths, dst)
         except ImportError as exc:
             skipped["ART JpegCompression q75 loop"] = f"skipped: {exc}"
+        methods = [m for m in methods if m not in skipped]
         walls = {name: [] for name in methods}
         cpus = {name: [] for name in methods}
         stage_runs, loads = [], []
@@ -356,13 +394,12 @@ def main():
             os.makedirs(out)
             stage_runs.append(stages(paths, out))
             shutil.rmtree(out)
-            for name, fn in methods.items():
+            for name in methods:
                 dst = os.path.join(scratch, "out")
                 os.makedirs(dst)
-                start, cpu = time.perf_counter(), _cpu()
-                fn(dst)
-                walls[name].append(time.perf_counter() - start)
-                cpus[name].append(_cpu() - cpu)
+                wall, cpu = in_fresh_process(_timed, name, src, tars, paths, dst)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
                 if r == 0 and name == "fdjpeg defend: fd -> PNG, tar shards":
                     shutil.copytree(dst, os.path.join(scratch, "shards-out"))
                 if r == 0 and name == "fdjpeg defend: fd -> PNG":

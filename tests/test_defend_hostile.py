@@ -180,6 +180,38 @@ def test_resume_with_other_settings_is_redone_or_reported(src, tmp_path, lost):
     assert json.loads((dst / batch.REPORT_NAME).read_text())["counts"]["complete"] == 2
 
 
+def test_resume_redoes_an_output_whose_replacement_stopped(src, tmp_path):
+    """A run stopped between an output's "writing" line and its "done" line (before or after the
+    rename): --resume cannot vouch for the file there, so it defends that image again."""
+    dst = tmp_path / "dst"
+    assert _defend(src, dst) == 0
+    manifest = dst / batch.MANIFEST_NAME
+    lines = manifest.read_text().splitlines(keepends=True)
+    done_b = next(i for i, line in enumerate(lines) if '"sub/b.png"' in line and '"done"' in line)
+    manifest.write_text("".join(lines[:done_b] + lines[done_b + 1 :]))  # b's "done" line never came
+    (dst / "sub" / "b.png").write_bytes(b"cut short")
+    assert _defend(src, dst, "--resume") == 0
+    counts = json.loads((dst / batch.REPORT_NAME).read_text())["counts"]
+    assert counts["complete"] == 1 and counts["written"] == 1
+    assert _outputs_are_fd(src, dst)
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_fsync_syncs_each_output_before_its_rename(src, tmp_path, monkeypatch, fsync):
+    """Outputs are renamed into place whole either way; --fsync also syncs each first."""
+    synced, renamed = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append((str(a), str(b))), real_replace(a, b))[1])
+    dst = tmp_path / "dst"
+    args = ("--threads", "1", "--report", tmp_path / "report.json") + (("--fsync",) if fsync else ())
+    assert _defend(src, dst, *args) == 0 and _outputs_are_fd(src, dst)
+    outputs = [(a, b) for a, b in renamed if b.endswith(".png")]
+    assert sorted(os.path.relpath(b, dst) for _, b in outputs) == ["a.png", os.path.join("sub", "b.png")]
+    output_temps = sorted(a for a, _ in outputs)
+    assert sorted(s for s in synced if s in output_temps) == (output_temps if fsync else [])
+
+
 def test_resume_of_one_file_made_with_other_settings(src, tmp_path, capsys):
     out = tmp_path / "one.png"
     assert _defend(src / "a.png", out, "--defense", "jpeg", "--param", "quality=20") == 0

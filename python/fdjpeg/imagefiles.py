@@ -264,10 +264,11 @@ def create_temp(folder: str) -> tuple[int, str]:
             continue
 
 
-def atomic_write(path: str, data: bytes, temps: Optional[set] = None) -> None:
+def atomic_write(path: str, data: bytes, temps: Optional[set] = None, sync: bool = True) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete: a temporary
-    file in the same folder, fsync, then ``os.replace``. The temporary name is recorded in
-    ``temps`` while it exists so an interrupted run can remove it."""
+    file in the same folder, then ``os.replace``. ``sync``: fsync the file before the rename, so
+    that this holds after a power failure too, not only when the process is killed. The temporary
+    name is recorded in ``temps`` while it exists so an interrupted run can remove it."""
     fd, tmp = create_temp(os.path.dirname(path) or ".")
     if temps is not None:
         temps.add(tmp)
@@ -276,7 +277,8 @@ def atomic_write(path: str, data: bytes, temps: Optional[set] = None) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -2,8 +2,8 @@
 
 Worker processes (forked, one per core) each take a chunk of ``batch_size`` images, decode them,
 run the defense once per stack of same-shaped images with the native core on one thread, encode
-them and hand the bytes to a few writer threads of their own (writing, fsync and rename wait on the
-disk, not the CPU), then take the next chunk. Processes rather than threads because fpng and parts
+them and hand the bytes to a few writer threads of their own (a write, and with ``--fsync`` the sync,
+waits on the disk, not the CPU), then take the next chunk. Processes rather than threads because fpng and parts
 of Pillow hold the GIL: measured on 2 cores, threads in one process serialised on it (see
 docs/cli.md). The main process keeps at most two chunks per worker in flight, so memory stays
 bounded whatever the folder size, and updates the progress bar as chunks come back.
@@ -50,6 +50,7 @@ class Job:
     root: str
     settings: str
     write_threads: int
+    fsync: bool = False  # sync each output before its rename (whole after a power failure too)
 
 
 def open_file(job: Job, path: str, out: str):
@@ -190,7 +191,7 @@ class Chunks:
                 os.makedirs(folder, exist_ok=True)
                 self.folders.add(folder)
             self.records.record(out, src, len(data), "writing")
-            imagefiles.atomic_write(out, data, self.temps)
+            imagefiles.atomic_write(out, data, self.temps, sync=job.fsync)
         except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
             return Outcome(src, "failed", out, f"cannot write output: {type(exc).__name__}: {exc}")
         self.records.record(out, src, len(data), "done")

@@ -184,7 +184,8 @@ class ShardWriter:
                         n, k = self._write_group(tar, group, unit, outcomes)
                         images, kept = images + n, kept + k
                 f.flush()
-                os.fsync(f.fileno())
+                if self.job.fsync:
+                    os.fsync(f.fileno())
                 size = f.tell()
             self.records.record(out, unit.task.src, size, "writing")
             os.replace(tmp, out)

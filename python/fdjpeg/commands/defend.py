@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cores to use: one worker process each, running the native core on one thread "
         "(randomised and torch defenses: one process, the core on this many threads) (default: all cores)",
     )
+    p.add_argument(
+        "--fsync", action="store_true",
+        help="sync each output to the disk before renaming it into place, so that it is whole or absent after a "
+        "power failure too (without it: after the run or a kill); slower, at the disk's pace",
+    )
     p.add_argument("--io-threads", type=_positive, default=None, help="writer threads of each worker (default: 4)")
     p.add_argument(
         "--batch-size", type=_positive, default=16,
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             args.src, args.dst, defense=args.defense, params=params, fmt=args.format, resume=args.resume,
             overwrite=args.overwrite, threads=args.threads, io_threads=args.io_threads,
             batch_size=args.batch_size, max_pixels=args.max_pixels, report=args.report,
-            png_level=args.png_level, follow_links=args.follow_links, shard_size=args.shard_size,
+            png_level=args.png_level, follow_links=args.follow_links, shard_size=args.shard_size, fsync=args.fsync,
             progress=not args.quiet, stop=stop,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
