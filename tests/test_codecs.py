@@ -165,6 +165,50 @@ def test_garbage_after_jpeg_header_is_a_bad_image(tmp_path):
         imagefiles.read(str(path))
 
 
+def test_stacks_decode_jpegs_into_their_rows_and_keep_every_image_apart(photo, tmp_path):
+    """fdjpeg defend's chunk decode: JPEGs of one shape go straight into the rows of one array,
+    the rest are stacked by shape; a corrupt JPEG in a group, a CMYK JPEG (Pillow's route), a grey
+    JPEG and an RGBA PNG each come out as Pillow decodes them, and the corrupt one as its error."""
+    from fdjpeg.batch.pipeline import decode_stacks
+
+    files = [
+        save_jpeg(tmp_path / "a.jpg", photo, quality=90),
+        save_jpeg(tmp_path / "b.jpg", photo[::-1].copy(), quality=50, subsampling=2),
+        save_jpeg(tmp_path / "small.jpg", photo[:40, :56].copy(), quality=75),
+        save_jpeg(tmp_path / "grey.jpg", photo[:, :, 0].copy(), quality=80),
+        str(tmp_path / "cmyk.jpg"),
+        str(tmp_path / "cut.jpg"),
+        str(tmp_path / "rgba.png"),
+        save_jpeg(tmp_path / "c.jpg", photo[:, ::-1].copy(), quality=75, subsampling=1),
+    ]
+    Image.fromarray(photo).convert("CMYK").save(files[4], "JPEG", quality=90)
+    data = open(files[0], "rb").read()
+    with open(files[5], "wb") as f:
+        f.write(data[: len(data) // 2])
+    Image.fromarray(np.dstack([photo, photo[:, :, 1]])).save(files[6])
+
+    decoded, stacks = decode_stacks([imagefiles.open_file(p) for p in files])
+    assert isinstance(decoded[5], BadImage) and "truncated" in str(decoded[5])
+    covered = sorted(i for stack in stacks for i in stack.members)
+    assert covered == [0, 1, 2, 3, 4, 6, 7]
+    for stack in stacks:
+        assert len({decoded[i].pixels.shape for i in stack.members}) == 1
+        for row, i in zip(stack.pixels, stack.members):
+            assert np.shares_memory(row, decoded[i].pixels) or np.array_equal(row, decoded[i].pixels)
+            want = pillow_pixels(files[i])
+            if decoded[i].alpha is not None:  # the alpha plane is kept apart, untouched
+                assert np.array_equal(decoded[i].alpha, want[:, :, 3])
+                want = want[:, :, :3]
+            elif want.shape[2] == 4:  # CMYK: Pillow's own conversion to RGB
+                with Image.open(files[i]) as im:
+                    want = np.asarray(im.convert("RGB"))
+            assert np.array_equal(row, want), files[i]
+    # the three photo-sized plain JPEGs share one array; the CMYK one, Pillow's, comes after them
+    big = next(stack for stack in stacks if 0 in stack.members)
+    assert big.members == [0, 1, 7] and big.pixels.shape == (3,) + photo.shape
+    assert all(np.shares_memory(big.pixels, decoded[i].pixels) for i in big.members)
+
+
 def test_max_pixels_is_checked_from_the_header_before_decoding(photo, tmp_path):
     data = open(save_jpeg(tmp_path / "m.jpg", photo, quality=90), "rb").read()
     path = tmp_path / "header-only.jpg"
