@@ -88,6 +88,11 @@ def test_residual_variant():
     with torch.no_grad():
         assert model(torch.rand(2, 3, 20, 24)).shape == (2, 3, 20, 24)
         assert set(torch.unique(model.encode(torch.rand(1, 3, 8, 8))).tolist()) <= {0.0, 1.0}
+        # the residual code head is scaled to the training noise; the plain one is not scaled
+        x = torch.rand(1, 3, 8, 8)
+        torch.testing.assert_close(model.com(x), model.com.net(x - 0.5) * cd.TRAIN_SIGMA)
+        plain = cd.ComDefend("rgb").eval()
+        torch.testing.assert_close(plain.com(x), plain.com.net(x - 0.5))
 
 
 def test_save_load_roundtrip_and_errors(tmp_path):
