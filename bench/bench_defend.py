@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import fdjpeg
-from fdjpeg import batch, datasets, fastcodecs, imagefiles
+from fdjpeg import batch, benchmarks, datasets, fastcodecs, imagefiles
 from fdjpeg.batch import pipeline
 
 PEER_PNG = {"compress_level": 1}  # the pool anyone would write: Pillow's PNG at level 1
@@ -374,7 +374,7 @@ def main():
         n, cores = len(paths), os.cpu_count()
         pixels = sum(Image.open(p).size[0] * Image.open(p).size[1] for p in paths)
         print(f"{n} real JPEG photos ({pixels / n / 1e6:.2f} Mpixel each on average; also as 4 tar shards), "
-              f"{cores} cores, fdjpeg core {fdjpeg.isa()}, PNG by {imagefiles.png_encoder_name()}, JPEG decode by "
+              f"{cores} cores ({benchmarks.machine_description()['cpu']}), fdjpeg core {fdjpeg.isa()}, PNG by {imagefiles.png_encoder_name()}, JPEG decode by "
               f"{imagefiles.jpeg_decoder_name()}")
         methods = list(METHODS)
         skipped = {}
