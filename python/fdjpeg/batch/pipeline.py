@@ -91,7 +91,7 @@ def decode_stacks(opened: List[imagefiles.Opened]) -> Tuple[List[object], List[S
             if isinstance(results[i], Decoded) and results[i].pixels is row:
                 kept.append(i)
             elif isinstance(results[i], Decoded):
-                later.append(i)  # decoded with an alpha plane after all: stacked with the others
+                later.append(i)  # Pillow's decode after all, with an alpha plane: stacked with the others
         if kept:
             stacks.append(Stack(kept, rows[: len(kept)]))
     shapes: Dict[tuple, List[int]] = {}

@@ -7,7 +7,8 @@ of its file name, as WebDataset reads it). A member whose field (what follows th
 extension is decoded, defended and stored as ``KEY.png`` (or ``KEY.jpg`` with ``--format jpeg``);
 every other member (labels, ``.cls``, ``.json``, masks such as ``seg.png``) is copied byte for byte,
 in order. A sample with an image that cannot be defended is left out of the output and reported.
-Each output shard is written to a temporary file in DST, synced and renamed once complete.
+Each output shard is written to a temporary file in DST and renamed once complete (synced first
+with ``--fsync``).
 """
 
 from __future__ import annotations
