@@ -115,23 +115,40 @@ def plan(src: str, dst: str, fmt: str, follow_links: bool = False) -> Plan:
     else:
         tasks = [Task(p, out, renamed) for p, (out, renamed) in zip(images, _mirror(root, images, dst_abs, FORMATS[fmt]))]
         dst_root = dst_abs
-    inputs = {os.path.realpath(p) for p in images}
+    real_path = RealPaths()
+    inputs = {real_path(p) for p in images}
     src_dir = os.path.realpath(src_abs) if os.path.isdir(src_abs) else None
     real_root = os.path.realpath(dst_root)
-    folders: Dict[str, str] = {}  # output folder -> its real path (links resolved once per folder)
     for t in tasks:
-        if os.path.realpath(t.out) in inputs or (os.path.exists(t.out) and _same_as_any(t.out, images)):
+        if real_path(t.out) in inputs or (os.path.exists(t.out) and _same_as_any(t.out, images)):
             raise ValueError(f"output {t.out!r} would overwrite the input of the same name; choose another DST")
         # a folder in DST may be a link: where the file really lands decides (SRC may sit inside DST)
-        parent = os.path.dirname(t.out)
-        real = folders.get(parent)
-        if real is None:
-            real = folders[parent] = os.path.realpath(parent)
+        real = real_path.folder(os.path.dirname(t.out))
         if src_dir is not None and inside(real, src_dir):
             raise ValueError(f"output {t.out!r} would be inside SRC (real path {real!r}); choose another DST")
         if not inside(real, real_root):
             raise ValueError(f"output {t.out!r} would land outside DST (a linked folder leads to {real!r}); choose another DST")
     return Plan(tasks, ignored, dst_root, single, src_dir, skipped)
+
+
+class RealPaths:
+    """``os.path.realpath`` of many paths, each folder resolved once: a path whose last part is not
+    a link is its folder's real path joined with its name (one ``lstat`` instead of one a part)."""
+
+    def __init__(self) -> None:
+        self.folders: Dict[str, str] = {}
+
+    def folder(self, folder: str) -> str:
+        real = self.folders.get(folder)
+        if real is None:
+            real = self.folders[folder] = os.path.realpath(folder)
+        return real
+
+    def __call__(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        if name in ("", ".", "..") or os.path.islink(path):
+            return os.path.realpath(path)
+        return os.path.join(self.folder(folder), name)
 
 
 def _mirror(root: str, images: Sequence[str], dst: str, ext: str) -> List[Tuple[str, bool]]:
@@ -192,9 +209,10 @@ def check_report_path(report: str, the_plan: Plan) -> None:
     check_folder_can_be_made(os.path.dirname(real), "--report's folder")
     if the_plan.src_dir is not None and inside(real, the_plan.src_dir):
         raise ValueError(f"--report {report!r} is inside SRC; nothing is written there")
-    if any(real == os.path.realpath(t.src) for t in the_plan.tasks):
+    real_path = RealPaths()
+    if any(real == real_path(t.src) for t in the_plan.tasks):
         raise ValueError(f"--report {report!r} is an input; it would be replaced")
-    if any(real == os.path.realpath(t.out) for t in the_plan.tasks):
+    if any(real == real_path(t.out) for t in the_plan.tasks):
         raise ValueError(f"--report {report!r} is one of the outputs; choose another path")
     if not the_plan.single_file and real == os.path.realpath(os.path.join(the_plan.dst_root, MANIFEST_NAME)):
         raise ValueError(f"--report {report!r} is the run's manifest; choose another path")
