@@ -46,7 +46,7 @@ from fdjpeg import benchmarks, tables
 
 # Add-type operations per pixel / 16 per cycle (module docstring).
 LIMIT_CYCLES_PER_PIXEL = {"fd": 64.5 / 16, "jpeg420": 69.25 / 16}
-ISAS = ("baseline", "avx2", "avx512")
+ISAS = ("baseline", "avx2", "avx512", "avx512vbmi")
 
 
 def _rounds(ours, peer, repeat: int, rounds: int):

@@ -1,8 +1,8 @@
 // Run-time choice of the kernel variant: the widest instruction set that both the CPU and the
-// operating system support (AVX-512, AVX2, else the baseline).
+// operating system support (AVX-512 with VBMI, AVX-512, AVX2, else the baseline).
 //
 // The environment can cap the choice, as libjpeg-turbo's JSIMD_FORCE* variables do, so that every
-// variant is tested on one machine: FDJPEG_ISA=baseline, avx2 or avx512 (a variant the machine
+// variant is tested on one machine: FDJPEG_ISA=baseline, avx2, avx512 or avx512vbmi (a variant the machine
 // lacks gives the widest one it has below it; other values are ignored), and FDJPEG_FORCE_PORTABLE
 // set to anything but "" or "0" (as FDJPEG_ISA=baseline). Read once, at the first dispatch.
 #include <algorithm>
@@ -24,13 +24,15 @@ namespace detail {
 #ifdef FDJPEG_HAVE_X86_VARIANTS
 StripeKernels avx2_kernels(DType dtype);
 StripeKernels avx512_kernels(DType dtype);
+StripeKernels avx512vbmi_kernels(DType dtype);
 #endif
 StripeKernels baseline_kernels(DType dtype);
 
 namespace {
 
-enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
-constexpr const char* kIsaNames[] = {"baseline", "avx2", "avx512"};
+enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2, avx512vbmi = 3 };
+constexpr const char* kIsaNames[] = {"baseline", "avx2", "avx512", "avx512vbmi"};
+constexpr int kIsaCount = 4;
 
 std::atomic<bool> force_baseline{false};
 
@@ -57,7 +59,8 @@ Isa cpu_isa() {
   if (!(b & (1u << 5))) return Isa::baseline;  // AVX2
   constexpr unsigned kAvx512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);  // F, DQ, BW, VL
   const bool zmm_state = (xcr & 0xE0) == 0xE0;  // opmask, upper halves of ZMM0-15, ZMM16-31
-  return (b & kAvx512) == kAvx512 && zmm_state ? Isa::avx512 : Isa::avx2;
+  if ((b & kAvx512) != kAvx512 || !zmm_state) return Isa::avx2;
+  return (c & (1u << 1)) ? Isa::avx512vbmi : Isa::avx512;  // VBMI
 #else
   return Isa::baseline;
 #endif
@@ -68,9 +71,9 @@ Isa environment_cap() {
   const char* portable = std::getenv("FDJPEG_FORCE_PORTABLE");
   if (portable && *portable && std::strcmp(portable, "0") != 0) return Isa::baseline;
   if (const char* isa = std::getenv("FDJPEG_ISA"))
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < kIsaCount; ++i)
       if (std::strcmp(isa, kIsaNames[i]) == 0) return static_cast<Isa>(i);
-  return Isa::avx512;
+  return Isa::avx512vbmi;
 }
 
 Isa chosen_isa() {
@@ -88,6 +91,8 @@ const char* active_isa() { return kIsaNames[static_cast<int>(chosen_isa())]; }
 StripeKernels select_kernels(DType dtype) {
   switch (chosen_isa()) {
 #ifdef FDJPEG_HAVE_X86_VARIANTS
+    case Isa::avx512vbmi:
+      return avx512vbmi_kernels(dtype);
     case Isa::avx512:
       return avx512_kernels(dtype);
     case Isa::avx2:

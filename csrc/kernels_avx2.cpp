@@ -23,6 +23,7 @@ namespace avx2 {
 using Vec = VecAvx2;
 using BlockVecs = VecList<VecAvx2>;
 constexpr bool kFusedColourRead = false;  // measured no faster here
+using Rgb8 = Rgb8None;
 #include "kernels_variant.inc"
 
 }  // namespace avx2

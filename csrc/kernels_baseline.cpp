@@ -15,6 +15,7 @@ namespace baseline {
 using Vec = VecPortable;
 using BlockVecs = VecList<VecPortable>;
 constexpr bool kFusedColourRead = false;  // measured slower here
+using Rgb8 = Rgb8None;
 #include "kernels_variant.inc"
 
 }  // namespace baseline

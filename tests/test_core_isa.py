@@ -1,4 +1,4 @@
-"""Every kernel variant of the native core (baseline, AVX2, AVX-512) gives bit-identical results.
+"""Every kernel variant of the native core (baseline, AVX2, AVX-512, AVX-512 with VBMI) gives bit-identical results.
 
 Each variant runs in its own process, chosen with FDJPEG_ISA (read once, at the first dispatch),
 over real photos: Feature Distillation (passes 1-3), JPEG 4:2:0 / 4:2:2 / 4:4:4, stochastic local
@@ -20,7 +20,7 @@ import pytest
 
 from fdjpeg import _core
 
-ISAS = ("baseline", "avx2", "avx512")
+ISAS = ("baseline", "avx2", "avx512", "avx512vbmi")
 
 _CHILD = textwrap.dedent(
     """

@@ -44,8 +44,8 @@ def padded_blocks(height: int, width: int, subsampling: int, subsampled: bool) -
     """Size of the padded luma plane in 8x8 blocks (the shape of a block table map)."""
 
 def isa() -> str:
-    """Instruction set of the kernels in use: ``"avx512"``, ``"avx2"`` or ``"baseline"``, the widest
-    the CPU and OS support. ``FDJPEG_ISA`` (``avx512``, ``avx2`` or ``baseline``) caps it, and
+    """Instruction set of the kernels in use: ``"avx512vbmi"``, ``"avx512"``, ``"avx2"`` or
+    ``"baseline"``, the widest the CPU and OS support. ``FDJPEG_ISA`` (one of those names) caps it, and
     ``FDJPEG_FORCE_PORTABLE`` (any value but "" or "0") forces ``"baseline"``; both are read once,
     at the first call into the kernels, for the whole process."""
 

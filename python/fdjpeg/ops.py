@@ -111,7 +111,7 @@ def jpeg(
 
 
 def isa() -> str:
-    """The instruction set the CPU kernels run with here (``"avx512"``, ``"avx2"`` or ``"baseline"``)."""
+    """The instruction set the CPU kernels run with here (``"avx512vbmi"``, ``"avx512"``, ``"avx2"`` or ``"baseline"``)."""
     return _core.isa()
 
 
