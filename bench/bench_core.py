@@ -18,8 +18,9 @@ The compute limit. Every stage is IEEE single-precision adds, multiplies, min / 
 and shuffles. On AMD Zen 4 (these EPYC machines), FP adds, conversions and the rounding adds
 (x + 1.5 * 2^23 - 1.5 * 2^23) issue on two 256-bit pipes, multiplies on two others; a 512-bit
 operation takes a pipe twice, so AVX2 and AVX-512 have the same limit: 2 pipes x 8 lanes = 16
-add-type operations per cycle. Adds dominate (the AAN transforms are 29 adds and 5 multiplies per
-8 points), so the limit is add-type operations per pixel / 16, counted from csrc/block_math.hpp:
+add-type operations per cycle (on Intel Sapphire Rapids 512-bit adds issue on two ports, 32 a
+cycle, half the limit printed for the AVX-512 variants). Adds dominate (the AAN transforms are 29
+adds and 5 multiplies per 8 points), so the limit is add-type operations per pixel / 16, counted from csrc/block_math.hpp:
 - the 8x8 transform of one block in 8-lane vector operations: forward AAN 2 x 29 adds, inverse
   2 x 29, quantization 8 x 2 rounding adds; 8-bit samples round the IDCT output (8 x 2); JPEG's
   level shift adds 8 + 8: 148 for FD on 8-bit images, 164 for JPEG; per sample x 8 / 64.
@@ -102,7 +103,7 @@ def _isa_table(repeat: int, rounds: int, clock_ghz: float | None) -> None:
     source = "given" if clock_ghz else "/proc/cpuinfo"
     clock = f"{hz / 1e9:.2f} GHz ({source})" if hz else "unknown clock"
     print(f"\ncycles per pixel, 512x512 photo, one thread, at {clock}; limit: add-type operations / 16 per cycle")
-    print(f"{'kernels':<9} {'FD ms':>7} {'c/px':>6} {'limit':>6} {'x limit':>8}   {'jpeg420 ms':>10} {'c/px':>6} {'limit':>6} {'x limit':>8}")
+    print(f"{'kernels':<11} {'FD ms':>7} {'c/px':>6} {'limit':>6} {'x limit':>8}   {'jpeg420 ms':>10} {'c/px':>6} {'limit':>6} {'x limit':>8}")
     for isa, runs in seen.items():
         cells = []
         for name in ("fd", "jpeg420"):
@@ -110,7 +111,7 @@ def _isa_table(repeat: int, rounds: int, clock_ghz: float | None) -> None:
             cpp = sec * hz / pixels if hz else float("nan")
             lim = LIMIT_CYCLES_PER_PIXEL[name]
             cells.append(f"{sec * 1e3:{'7' if name == 'fd' else '10'}.3f} {cpp:6.2f} {lim:6.2f} {cpp / lim:7.2f}x")
-        print(f"{isa:<9} " + "   ".join(cells))
+        print(f"{isa:<11} " + "   ".join(cells))
 
 
 def main() -> None:
