@@ -19,7 +19,8 @@ four WebDataset tar shards (with a ``.cls`` member each). Methods, each into a f
 
 Each method runs in a fresh (spawned) process, timed from after its imports, as a user's command
 would start, not a fork of this process that holds the photos, DALI and ART; its CPU time counts
-that process and its worker processes. The machine may be shared: every method is
+that process and its worker processes; the files the method before wrote are synced to disk
+before it starts. The machine may be shared: every method is
 run ``--repeats`` times, interleaved, and the median and the range are printed. Also printed: how
 close a ``--format jpeg`` output decodes to the defense's pixels, and the codecs alone per image.
 
@@ -392,11 +393,13 @@ def main():
         for r in range(args.repeats):  # interleaved, so that a busy spell hits every method alike
             out = os.path.join(scratch, "stages")
             os.makedirs(out)
+            os.sync()
             stage_runs.append(stages(paths, out))
             shutil.rmtree(out)
             for name in methods:
                 dst = os.path.join(scratch, "out")
                 os.makedirs(dst)
+                os.sync()  # the files of the method before go to disk now, not during this one's timing
                 wall, cpu = in_fresh_process(_timed, name, src, tars, paths, dst)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
