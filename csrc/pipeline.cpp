@@ -288,7 +288,9 @@ Result quantize(const BatchView& in, const BatchView& out, const QuantSpec& spec
     return fail(Status::bad_input, msg.str());
   }
   if (threads == 0) {
-    threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // hardware_concurrency() reads the system's CPU list on every call: once per process is enough
+    static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    threads = static_cast<int>(cores);
     threads = std::min(threads, kMaxThreads);
   }
   if (in.data == out.data && in.dtype != DType::u8) {

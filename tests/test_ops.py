@@ -255,6 +255,41 @@ def test_option_limits_and_numpy_scalars_are_accepted(astronaut):
     np.testing.assert_array_equal(wide, fdjpeg.quantize(img, q, color="none", level_shift=False, threads=1))
 
 
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda img: fdjpeg.jpeg(img, 75.0), TypeError, r"quality must be an integer in 1\.\.100, got 75\.0"),
+        (lambda img: fdjpeg.jpeg(img, True), TypeError, "quality must be an integer.*got True"),
+        (lambda img: fdjpeg.jpeg(img, 101), ValueError, r"quality must be in 1\.\.100, got 101"),
+        (lambda img: fdjpeg.jpeg(img, 75, subsampling="411"), ValueError, "subsampling must be one of"),
+        (lambda img: fdjpeg.jpeg(img, 75, subsampling=["420"]), TypeError, "subsampling must be a string"),
+        (lambda img: fdjpeg.jpeg(img, 75, threads=0), ValueError, r"threads must be in 1\.\.1024, got 0"),
+        (lambda img: fdjpeg.feature_distill(img, passes=2.0), TypeError, "passes must be an integer.*got 2.0"),
+        (lambda img: fdjpeg.feature_distill(img, passes=True), TypeError, "passes must be an integer.*got True"),
+        (lambda img: fdjpeg.feature_distill(img, passes=0), ValueError, r"passes must be in 1\.\.64, got 0"),
+    ],
+)
+def test_plain_calls_check_each_call_although_their_settings_are_cached(astronaut, call, error, match):
+    """jpeg() and feature_distill() keep their checked settings per quality / passes: a value equal
+    to a cached one (75.0 == 75, True == 1) must still meet the checks, before and after the cache
+    holds the valid one."""
+    img = astronaut[:16, :16]
+    fdjpeg.jpeg(img, 75), fdjpeg.jpeg(img, 1), fdjpeg.feature_distill(img, passes=1), fdjpeg.feature_distill(img, passes=2)
+    for _ in range(2):
+        with pytest.raises(error, match=match):
+            call(img)
+
+
+def test_plain_calls_equal_the_general_operation(astronaut):
+    img = astronaut[:40, :56]
+    luma, chroma = tables.ijg(80)
+    general = fdjpeg.quantize(img, [luma, chroma], color="ycbcr", subsampling="422", level_shift=True)
+    np.testing.assert_array_equal(fdjpeg.jpeg(img, 80, subsampling="4:2:2"), general)
+    np.testing.assert_array_equal(fdjpeg.jpeg(img, np.int64(80), subsampling="422"), general)
+    fd = tables.feature_distillation()
+    np.testing.assert_array_equal(fdjpeg.feature_distill(img, passes=2), fdjpeg.quantize(img, fd, color="none", level_shift=False, passes=2))
+
+
 @pytest.mark.parametrize("quality", [0, 101, 2.5, "75", True])
 def test_bad_quality(astronaut, quality):
     with pytest.raises((ValueError, TypeError), match="quality"):

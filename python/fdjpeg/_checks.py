@@ -22,6 +22,8 @@ def flag(value: Any, name: str) -> bool:
 
 def integer(value: Any, name: str, lo: int, hi: Optional[int] = None) -> int:
     """``value`` as an int in ``lo..hi`` (no upper bound when ``hi`` is None); bools are not integers."""
+    if type(value) is int and value >= lo and (hi is None or value <= hi):
+        return value  # the common case, without the abstract-class checks below (per-call cost)
     bounds = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer {bounds}, got {value!r} ({type(value).__name__})")

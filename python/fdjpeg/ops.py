@@ -89,6 +89,8 @@ def feature_distill(
     ``round(coef / Q) * Q`` with the authors' table (25 on the 4x4 low band, 30 elsewhere) unless
     ``table`` is given, inverse DCT, clamp. ``passes=2`` applies it twice (FD-2P).
     """
+    if table is None and type(passes) is int:
+        return run_spec(x, _fd_default_spec(passes), threads)
     steps = _fd_default_set() if table is None else _table_set(table, "table")
     return run_pipeline(
         x, steps[None], steps[None], color="none", subsampling="444", level_shift=False, passes=passes, threads=threads
@@ -104,6 +106,8 @@ def jpeg(
 ) -> Any:
     """A standard JPEG round trip (encode + decode, without the entropy coding that is lossless):
     libjpeg's tables at ``quality``, YCbCr, level shift, chroma ``subsampling``."""
+    if type(quality) is int and type(subsampling) is str:
+        return run_spec(x, _jpeg_spec(quality, subsampling), threads)
     steps = ijg_table_set(_tables.check_quality(quality))
     return run_pipeline(
         x, steps[None], steps[None], color="ycbcr", subsampling=subsampling, level_shift=True, passes=1, threads=threads
@@ -133,11 +137,29 @@ def run_pipeline(
 ) -> Any:
     """Run the core with K table sets (``K x 3 x 64`` arrays). ``block_tables(n, rows, cols)``, if
     given, returns the ``n x rows x cols`` uint8 map choosing a table set for each 8x8 block."""
+    spec = pipeline_spec(
+        quant_sets, dequant_sets, color=color, subsampling=subsampling, level_shift=level_shift, passes=passes,
+        block_tables=block_tables,
+    )
+    return run_spec(x, spec, threads)
+
+
+def pipeline_spec(
+    quant_sets: np.ndarray,
+    dequant_sets: np.ndarray,
+    *,
+    color: str,
+    subsampling: str,
+    level_shift: bool,
+    passes: int,
+    block_tables: Optional[Callable[[int, int, int], np.ndarray]] = None,
+) -> PipelineSpec:
+    """The checked parameters of a core call (see :func:`run_pipeline`)."""
     color_code = _choice(color, COLORS, "color")
     sub_code = subsampling_code(subsampling)
     if color_code == 0 and sub_code != 0:
         raise ValueError(f"subsampling={subsampling!r} needs color='ycbcr' (chroma is what gets subsampled)")
-    spec = PipelineSpec(
+    return PipelineSpec(
         np.ascontiguousarray(quant_sets, dtype=np.float32).reshape(-1, 192),
         np.ascontiguousarray(dequant_sets, dtype=np.float32).reshape(-1, 192),
         color_code,
@@ -146,6 +168,10 @@ def run_pipeline(
         integer(passes, "passes", 1, MAX_PASSES),
         block_tables,
     )
+
+
+def run_spec(x: Any, spec: PipelineSpec, threads: Optional[int]) -> Any:
+    """Run the core on ``x`` with a checked ``spec``."""
     thread_count = 0 if threads is None else integer(threads, "threads", 1, MAX_THREADS)
 
     def native(src: np.ndarray, dst: np.ndarray) -> None:
@@ -226,6 +252,21 @@ def _fd_default_set() -> np.ndarray:
     return _readonly(_table_set(_tables.feature_distillation(), "table"))
 
 
+# The specs of the plain calls, checked once: a small image's call costs tens of microseconds of
+# argument checks otherwise. typed=True keeps 75.0 and True from finding the spec of 75 and 1, so
+# they still meet the checks and their TypeError.
+@functools.lru_cache(maxsize=None, typed=True)
+def _fd_default_spec(passes: int) -> PipelineSpec:
+    steps = _fd_default_set()
+    return pipeline_spec(steps[None], steps[None], color="none", subsampling="444", level_shift=False, passes=passes)
+
+
+@functools.lru_cache(maxsize=512, typed=True)
+def _jpeg_spec(quality: int, subsampling: str) -> PipelineSpec:
+    steps = ijg_table_set(_tables.check_quality(quality))
+    return pipeline_spec(steps[None], steps[None], color="ycbcr", subsampling=subsampling, level_shift=True, passes=1)
+
+
 @functools.lru_cache(maxsize=128)
 def ijg_table_set(quality: int) -> np.ndarray:
     """libjpeg's (luma, chroma, chroma) tables at ``quality`` as a read-only 3 x 64 float32 set."""
@@ -263,6 +304,9 @@ def subsampling_code(value: Any) -> int:
 
 
 def _choice(value: Any, options: dict, name: str) -> int:
+    code = options.get(value.lower()) if isinstance(value, str) else None
+    if code is not None:
+        return code
     names = sorted(set(k for k in options if ":" not in k))
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, one of {names}, got {value!r} ({type(value).__name__})")
