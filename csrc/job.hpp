@@ -33,8 +33,8 @@ struct ImageJob : BlockGeometry {
   bool integer_samples = false;
 
   // Component planes. A plane holds `plane_rows` rows and row r lives at r % plane_rows: a ring of
-  // three stripes, as each thread runs its stripes in order (phase B of stripe s reads chroma rows
-  // of stripes s-1 .. s+1), which bounds the memory and keeps the rows in cache.
+  // stripes, as each thread runs its stripes in order: three where phase B of stripe s reads chroma
+  // rows of stripes s-1 .. s+1, else one. It bounds the memory and keeps the rows in cache.
   float* plane[3] = {nullptr, nullptr, nullptr};
   int64_t plane_stride[3] = {0, 0, 0};
   int64_t plane_rows[3] = {1, 1, 1};
