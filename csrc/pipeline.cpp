@@ -64,11 +64,16 @@ Result parallel_for(int64_t n, int threads, Fn&& fn) {
 }
 
 // A float buffer that grows on demand and is not zero-filled (every sample read is written first).
+// Aligned to a cache line, as are the plane rows in it (kRowAlign), so that no 512-bit load or
+// store of the kernels straddles two lines (operator new alone aligns to 16 bytes).
+constexpr std::align_val_t kBufferAlign{64};
+constexpr int64_t kRowAlign = 16;  // floats
+
 class FloatBuffer {
  public:
   float* reserve(int64_t count) {
     if (count > size_) {
-      data_.reset(new float[count]);
+      data_.reset(static_cast<float*>(::operator new[](count * sizeof(float), kBufferAlign)));
       size_ = count;
     }
     return data_.get();
@@ -76,9 +81,14 @@ class FloatBuffer {
   float* data() const { return data_.get(); }
 
  private:
-  std::unique_ptr<float[]> data_;
+  struct Free {
+    void operator()(float* p) const { ::operator delete[](p, kBufferAlign); }
+  };
+  std::unique_ptr<float, Free> data_;
   int64_t size_ = 0;
 };
+
+int64_t aligned_row(int64_t floats) { return (floats + kRowAlign - 1) / kRowAlign * kRowAlign; }
 
 // Shortest text that reads back as the same value of T (as numpy prints it).
 template <class T>
@@ -187,15 +197,15 @@ class BatchRunner {
       job.out_stride[d] = out_.stride[d + 1];
     }
     const int64_t luma_rows = ring_stripes * job.mcu_height, chroma_rows = luma_rows / job.v_factor;
-    const int64_t luma_floats = luma_rows * job.padded_width;
-    const int64_t chroma_floats = chroma_rows * (job.padded_width / job.h_factor);
+    const int64_t luma_stride = aligned_row(job.padded_width), chroma_stride = aligned_row(job.padded_width / job.h_factor);
+    const int64_t luma_floats = luma_rows * luma_stride, chroma_floats = chroma_rows * chroma_stride;
     job.plane[0] = ws.planes.reserve(luma_floats + (job.components == 3 ? 2 * chroma_floats : 0));
-    job.plane_stride[0] = job.padded_width;
+    job.plane_stride[0] = luma_stride;
     job.plane_rows[0] = luma_rows;
     if (job.components == 3) {
       job.plane[1] = job.plane[0] + luma_floats;
       job.plane[2] = job.plane[1] + chroma_floats;
-      job.plane_stride[1] = job.plane_stride[2] = job.padded_width / job.h_factor;
+      job.plane_stride[1] = job.plane_stride[2] = chroma_stride;
       job.plane_rows[1] = job.plane_rows[2] = chroma_rows;
     }
     if (spec_.block_tables)
