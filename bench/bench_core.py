@@ -11,8 +11,9 @@ measured in `--rounds` rounds; the ratio shown is the median of the rounds' rati
 
 --isas adds, for each kernel variant this CPU has (a process each, FDJPEG_ISA), the cycles per
 pixel of FD and of jpeg() 4:2:0 on the 512x512 photo against the compute limit derived below, at
---clock-ghz: the core's real clock (a chain of dependent integer adds, one a cycle, timed in C,
-tells it; virtual machines often report the nominal clock in /proc/cpuinfo, the default).
+--clock-ghz: the core's real clock (a chain of dependent integer multiplies, 3 cycles each, timed
+in C, tells it: a chain of adds of a constant ran at "8 GHz" on the Sapphire Rapids Xeon, whose
+renamer folds them; virtual machines often report the nominal clock in /proc/cpuinfo, the default).
 
 The compute limit. Every stage is IEEE single-precision adds, multiplies, min / max, conversions
 and shuffles. On AMD Zen 4 (these EPYC machines), FP adds, conversions and the rounding adds
