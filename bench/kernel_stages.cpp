@@ -82,7 +82,7 @@ void report(const char* name, double rows_per_image, F&& fn) {
     const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / 20000;
     best = std::min(best, ns);
   }
-  std::printf("%-38s %8.1f ns a row   %7.1f us a 512x512 image\n", name, best, best * rows_per_image / 1000);
+  std::printf("%-44s %8.1f ns a row   %7.1f us a 512x512 image\n", name, best, best * rows_per_image / 1000);
 }
 }  // namespace
 
