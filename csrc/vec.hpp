@@ -208,16 +208,25 @@ struct Rgb8Vbmi {
       for (int j = 0; j < 16; ++j) idx[3 * j] = idx[3 * j + 1] = 0;
     return _mm512_load_si512(idx);
   }
-  // Samples already clamped to 0..255 and whole, stored as block::store_sample does: (v + 0.5)
-  // truncated.
+  // Samples clamped to 0..255 stored as block::store_sample does, (v + 0.5) truncated; or
+  // (kUnfinished) samples as the transform left them, clamped and rounded half to even as
+  // block::finish_sample does (the conversion's own rounding, whatever MXCSR says), which gives the
+  // same bytes.
+  template <bool kUnfinished>
   inline void write(const V& r, const V& g, const V& b, uint8_t* p) const {
     constexpr __mmask64 kBlue = 0x924924924924ull;  // bytes 3 j + 2
-    const __m512 half = _mm512_set1_ps(0.5f);
-    const __m512i ri = _mm512_cvttps_epi32(_mm512_add_ps(r.v, half));
-    const __m512i gi = _mm512_cvttps_epi32(_mm512_add_ps(g.v, half));
-    const __m512i bi = _mm512_cvttps_epi32(_mm512_add_ps(b.v, half));
+    const __m512i ri = to_int<kUnfinished>(r.v), gi = to_int<kUnfinished>(g.v), bi = to_int<kUnfinished>(b.v);
     const __m512i rg = _mm512_permutex2var_epi8(ri, red_green_to_rgb, gi);
     _mm512_mask_storeu_epi8(p, kBytes, _mm512_mask_permutexvar_epi8(rg, kBlue, blue_to_rgb, bi));
+  }
+
+  template <bool kUnfinished>
+  static inline __m512i to_int(__m512 v) {
+    if (kUnfinished) {
+      const __m512 clamped = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.f));
+      return _mm512_cvt_roundps_epi32(clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    return _mm512_cvttps_epi32(_mm512_add_ps(v, _mm512_set1_ps(0.5f)));
   }
 };
 #endif
