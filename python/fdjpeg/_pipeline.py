@@ -76,8 +76,13 @@ def nhwc_to_nchw(x: Any) -> Any:
 
 
 def as_nchw_batch(t: Any) -> Any:
-    """A torch HW, CHW or NCHW tensor as an N x C x H x W view (no copy)."""
+    """A torch tensor or numpy array, HW, CHW or NCHW, as an N x C x H x W view (no copy)."""
     return t.reshape(1, 1, *t.shape) if t.ndim == 2 else (t[None] if t.ndim == 3 else t)
+
+
+def nchw_shape(shape: Tuple[int, ...]) -> Tuple[int, int, int, int]:
+    """The N x C x H x W shape of an HW, CHW or NCHW shape."""
+    return (1, 1, *shape) if len(shape) == 2 else ((1, *shape) if len(shape) == 3 else tuple(shape))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,16 +114,16 @@ def check_torch_images(x: Any) -> None:
         raise TypeError(f"torch images must be uint8 (0..255) or floating point (0..1), got {x.dtype}")
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"torch images must be HW, CHW or NCHW, got {x.ndim} dimensions (shape {tuple(x.shape)})")
-    n, c, h, w = as_nchw_batch(x).shape
+    n, c, h, w = nchw_shape(tuple(x.shape))
     check_geometry((n, h, w, c), "CHW" if x.ndim < 4 else "NCHW", tuple(x.shape))
 
 
 def torch_operand(x: Any) -> Tuple[Any, Any]:
-    """``(work, nchw)``: the checked tensor ``x`` detached, in a sample type the kernels compute in
-    (half precision is widened to float32), and its N x C x H x W view."""
+    """``(work, nchw)``: the tensor ``x`` (checked by :func:`check_torch_images`) detached, in a
+    sample type the kernels compute in (half precision is widened to float32), and its N x C x H x W
+    view."""
     import torch
 
-    check_torch_images(x)
     work = x.detach()
     if work.dtype not in (torch.uint8, torch.float32, torch.float64):
         work = work.to(torch.float32)

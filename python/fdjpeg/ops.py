@@ -197,11 +197,12 @@ def apply_to_images(
         import torch
 
         _pipeline.check_torch_images(x)
-        if x.device.type == "cuda" and spec is None:
+        device = x.device.type
+        if device == "cuda" and spec is None:
             raise ValueError(f"this operation runs on the CPU only; got a tensor on {x.device}")
-        if x.device.type not in ("cpu", "cuda"):
+        if device not in ("cpu", "cuda"):
             raise ValueError(f"torch images must be on the CPU or a CUDA device, got device {x.device}")
-        run = (lambda t: _gpu.apply_cuda(t, spec)) if x.device.type == "cuda" else (lambda t: _apply_torch(t, native))
+        run = (lambda t: _gpu.apply_cuda(t, spec)) if device == "cuda" else (lambda t: _apply_torch(t, native))
         if x.requires_grad and torch.is_grad_enabled():
             from ._autograd import StraightThrough
 
@@ -236,10 +237,11 @@ def _apply_numpy(x: np.ndarray, native: Callable[[np.ndarray, np.ndarray], None]
 def _apply_torch(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> Any:
     import torch
 
-    work, nchw = _pipeline.torch_operand(x)
+    work, _ = _pipeline.torch_operand(x)
     out = torch.empty_like(work)  # same memory format (channels-last stays channels-last)
-    out_nchw = _pipeline.as_nchw_batch(out)
-    native(_pipeline.nchw_to_nhwc(nchw).numpy(), _pipeline.nchw_to_nhwc(out_nchw).numpy())
+    # the numpy views share the tensors' memory and strides; numpy rearranges views more cheaply
+    src, dst = (_pipeline.nchw_to_nhwc(_pipeline.as_nchw_batch(t.numpy())) for t in (work, out))
+    native(src, dst)
     return _pipeline.like_input(out, x)
 
 
