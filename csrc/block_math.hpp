@@ -168,12 +168,21 @@ FDJPEG_BLOCK_INLINE void rgb_to_ycbcr(V r, V g, V b, bool integer, V& y, V& cb, 
                  integer);
 }
 
+// Before the clamp to 0..255 (which the CPU's byte writes may do as they pack).
+template <class V>
+FDJPEG_BLOCK_INLINE void ycbcr_to_rgb_unclamped(V y, V cb, V cr, V& r, V& g, V& b) {
+  const V u = cb - splat<V>(kChromaCenter), v = cr - splat<V>(kChromaCenter);
+  r = y + splat<V>(kRCr) * v;
+  g = y - splat<V>(kGCb) * u - splat<V>(kGCr) * v;
+  b = y + splat<V>(kBCb) * u;
+}
+
 template <class V>
 FDJPEG_BLOCK_INLINE void ycbcr_to_rgb(V y, V cb, V cr, V& r, V& g, V& b) {
-  const V u = cb - splat<V>(kChromaCenter), v = cr - splat<V>(kChromaCenter);
-  r = clamp255(y + splat<V>(kRCr) * v);
-  g = clamp255(y - splat<V>(kGCb) * u - splat<V>(kGCr) * v);
-  b = clamp255(y + splat<V>(kBCb) * u);
+  ycbcr_to_rgb_unclamped(y, cb, cr, r, g, b);
+  r = clamp255(r);
+  g = clamp255(g);
+  b = clamp255(b);
 }
 
 // ---------------------------------------------------------------------------------------------

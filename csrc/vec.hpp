@@ -161,9 +161,9 @@ struct VecAvx512 {
 #endif
 
 // 8-bit RGB pixels <-> three 16-lane float vectors, 16 pixels (48 bytes) at a time, with the byte
-// permutes of AVX-512 VBMI: one masked load and a permute per channel in, two permutes and one masked
-// store out (the compiler's vectorisation of the interleaved loops takes three to four times the
-// shuffles). Made once before a row loop (it holds the permutes' indices). Rgb8None: the variant
+// permutes of AVX-512 VBMI: one masked load and a permute per channel in; out, three saturating packs
+// (which also clamp) and one permute before one masked store (the compiler's vectorisation of the
+// interleaved loops takes three to four times the shuffles). Made once before a row loop (it holds the permutes' indices). Rgb8None: the variant
 // moves pixels with its plain loops.
 struct Rgb8None {
   static constexpr int kPixels = 0;
@@ -181,11 +181,10 @@ struct Rgb8Vbmi {
     for (int j = 0; j < 16; ++j) idx[4 * j] = static_cast<uint8_t>(3 * j + c);
     return _mm512_load_si512(idx);
   }
-  __m512i red, green, blue, red_green_to_rgb, blue_to_rgb;
+  __m512i red, green, blue, packed_to_rgb;
 
   Rgb8Vbmi()
-      : red(channel_index(0)), green(channel_index(1)), blue(channel_index(2)),
-        red_green_to_rgb(interleave_index(false)), blue_to_rgb(interleave_index(true)) {}
+      : red(channel_index(0)), green(channel_index(1)), blue(channel_index(2)), packed_to_rgb(rgb_index()) {}
 
   inline void read(const uint8_t* p, V& r, V& g, V& b) const {
     constexpr __mmask64 kLow = 0x1111111111111111ull;  // byte 0 of each 32-bit lane
@@ -195,37 +194,29 @@ struct Rgb8Vbmi {
     b.v = _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(kLow, blue, bytes));
   }
 
-  // Byte 3 j + c <- the low byte of lane j of channel c: R and G from one two-source permute
-  // (indices >= 64 take the second source), B merged over them.
-  static inline __m512i interleave_index(bool for_blue) {
+  // The saturating packs below leave, in 128-bit lane L, the bytes of R, G, B of pixels 4 L .. 4 L + 3
+  // at 16 L + 0..3, 4..7 and 8..11: byte 3 j + c of the output takes byte 16 (j / 4) + 4 c + j % 4.
+  static inline __m512i rgb_index() {
     alignas(64) uint8_t idx[64] = {};
-    for (int j = 0; j < 16; ++j) {
-      idx[3 * j] = static_cast<uint8_t>(4 * j);
-      idx[3 * j + 1] = static_cast<uint8_t>(64 + 4 * j);
-      idx[3 * j + 2] = static_cast<uint8_t>(4 * j);
-    }
-    if (for_blue)
-      for (int j = 0; j < 16; ++j) idx[3 * j] = idx[3 * j + 1] = 0;
+    for (int j = 0; j < 16; ++j)
+      for (int c = 0; c < 3; ++c) idx[3 * j + c] = static_cast<uint8_t>(16 * (j / 4) + 4 * c + j % 4);
     return _mm512_load_si512(idx);
   }
-  // Samples clamped to 0..255 stored as block::store_sample does, (v + 0.5) truncated; or
-  // (kUnfinished) samples as the transform left them, clamped and rounded half to even as
-  // block::finish_sample does (the conversion's own rounding, whatever MXCSR says), which gives the
-  // same bytes.
+  // Samples not yet clamped (any value a few thousand either side of 0..255) -> bytes, clamped by
+  // the packs' saturation: (v + 0.5) truncated, as block::store_sample does after the clamp; or
+  // (kUnfinished: the transform's own output, Finish::in_write) rounded half to even, as
+  // block::finish_sample does (the conversion's own rounding, whatever MXCSR says). Either way the
+  // bytes of clamping first.
   template <bool kUnfinished>
   inline void write(const V& r, const V& g, const V& b, uint8_t* p) const {
-    constexpr __mmask64 kBlue = 0x924924924924ull;  // bytes 3 j + 2
     const __m512i ri = to_int<kUnfinished>(r.v), gi = to_int<kUnfinished>(g.v), bi = to_int<kUnfinished>(b.v);
-    const __m512i rg = _mm512_permutex2var_epi8(ri, red_green_to_rgb, gi);
-    _mm512_mask_storeu_epi8(p, kBytes, _mm512_mask_permutexvar_epi8(rg, kBlue, blue_to_rgb, bi));
+    const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(ri, gi), _mm512_packs_epi32(bi, bi));
+    _mm512_mask_storeu_epi8(p, kBytes, _mm512_permutexvar_epi8(packed_to_rgb, bytes));
   }
 
   template <bool kUnfinished>
   static inline __m512i to_int(__m512 v) {
-    if (kUnfinished) {
-      const __m512 clamped = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.f));
-      return _mm512_cvt_roundps_epi32(clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    }
+    if (kUnfinished) return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return _mm512_cvttps_epi32(_mm512_add_ps(v, _mm512_set1_ps(0.5f)));
   }
 };

@@ -3,7 +3,8 @@
 Each variant runs in its own process, chosen with FDJPEG_ISA (read once, at the first dispatch),
 over real photos: Feature Distillation (passes 1-3), JPEG 4:2:0 / 4:2:2 / 4:4:4, stochastic local
 quantization (per-block table maps), uint8 / float32 / float64, 1, 3 and 4 channels, odd sizes,
-a strided view, a batch, and one image split across two threads. A variant the CPU lacks runs as
+a strided view, a batch, and one image split across two threads; and noise and pure primaries at
+the coarsest tables, whose samples overshoot 0..255 most before the clamp. A variant the CPU lacks runs as
 the widest one it has below it, so on any machine the comparison covers what it can run.
 """
 
@@ -59,6 +60,17 @@ _CHILD = textwrap.dedent(
     out["threads2/jpeg420"] = fdjpeg.jpeg(big, 75, threads=2)
     out["threads2/fd2"] = fdjpeg.feature_distill(big, passes=2, threads=2)
     out["threads2/slq420"] = slq.slq(big, subsampling="420", seed=3, threads=2)
+    # samples far outside 0..255 before the final clamp (the byte writes may saturate instead of
+    # clamping): noise and pure primaries at the coarsest tables
+    noise = np.random.default_rng(0).integers(0, 256, (61, 83, 3), dtype=np.uint8)
+    primaries = np.zeros((64, 96, 3), np.uint8)
+    for c in range(3):
+        primaries[:, 32 * c : 32 * c + 32, c] = 255
+    for label, img in (("noise", noise), ("primaries", primaries)):
+        for q in (1, 10):
+            for sub in ("420", "444"):
+                out[f"{label}/q{q}/jpeg{sub}"] = fdjpeg.jpeg(img, q, subsampling=sub, threads=1)
+        out[f"{label}/fd_step255"] = fdjpeg.quantize(img, np.full((8, 8), 255.0), color="none", level_shift=False)
     np.savez(sys.argv[1], **out)
     print(json.dumps(_core.isa()))
     """
