@@ -34,9 +34,9 @@ using Rgb8 = Rgb8Vbmi;
 #include "kernels_variant.inc"
 
 __attribute__((noinline)) void transform_band8(float* band, int64_t stride, int64_t blocks, const BlockTables& t,
-                                               float shift) {
+                                               float shift, Finish finish) {
   using W = Lockstep<VecAvx512>;
-  for (int64_t b = 0; b + W::kBlocks <= blocks; b += W::kBlocks) transform_blocks<W>(band + b * 8, stride, t, shift, true);
+  for (int64_t b = 0; b + W::kBlocks <= blocks; b += W::kBlocks) transform_blocks<W>(band + b * 8, stride, t, shift, finish);
 }
 __attribute__((noinline)) void read_ycbcr(const uint8_t* src, int64_t w, float* p0, float* p1, float* p2) {
   read_rgb8<Colour::ycbcr_integer>(src, w, p0, p1, p2);
@@ -117,9 +117,9 @@ int main() {
   report("read RGB (FD)", 512, [&] { stages::read_plain(pixels, kWidth, y, cb, cr); });
   report("read RGB -> YCbCr (jpeg)", 512, [&] { stages::read_ycbcr(pixels, kWidth, y, cb, cr); });
   report("downsample a chroma row (4:2:0)", 2 * 256, [&] { stages::downsample(cb, cr, kWidth / 2, half); });
-  report("transform a band of 64 blocks (FD)", 3 * 64, [&] { stages::transform_band8(band, kWidth, kWidth / 8, tables, 0.f); });
+  report("transform a band of 64 blocks (FD)", 3 * 64, [&] { stages::transform_band8(band, kWidth, kWidth / 8, tables, 0.f, stages::Finish::in_write); });
   report("transform a band of 64 blocks (jpeg 4:2:0)", 64 + 2 * 16,
-         [&] { stages::transform_band8(band, kWidth, kWidth / 8, tables, 128.f); });
+         [&] { stages::transform_band8(band, kWidth, kWidth / 8, tables, 128.f, stages::Finish::clamp_round); });
   report("upsample a chroma row (4:2:0)", 2 * 512, [&] { stages::upsample(job, vertical + 16, upsampled); });
   report("write RGB (FD)", 512, [&] { stages::write_plain(y, cb, cr, kWidth, rgb, pixels); });
   report("YCbCr -> write RGB (jpeg)", 512, [&] { stages::write_ycbcr(y, cb, cr, kWidth, rgb, pixels); });

@@ -74,3 +74,20 @@ def test_torch_peers_run_on_one_torch_thread_unless_openmp_waits_passively(monke
     assert torch.get_num_threads() == before
     with benchmarks._torch_threads_quiet(benchmarks.Peer("numpy", lambda: None), 2):
         assert torch.get_num_threads() == before
+
+
+def test_kernel_stage_harness_compiles_against_the_kernels():
+    """bench/kernel_stages.cpp includes the kernels' own sources: it must keep building as they change."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no g++ on PATH")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [compiler, "-std=c++17", "-fsyntax-only", f"-I{root / 'csrc'}", str(root / "bench" / "kernel_stages.cpp")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
