@@ -89,12 +89,11 @@ def feature_distill(
     ``round(coef / Q) * Q`` with the authors' table (25 on the 4x4 low band, 30 elsewhere) unless
     ``table`` is given, inverse DCT, clamp. ``passes=2`` applies it twice (FD-2P).
     """
-    if table is None and type(passes) is int:
-        return run_spec(x, _fd_default_spec(passes), threads)
-    steps = _fd_default_set() if table is None else _table_set(table, "table")
-    return run_pipeline(
-        x, steps[None], steps[None], color="none", subsampling="444", level_shift=False, passes=passes, threads=threads
-    )
+    if table is not None:
+        spec = _fd_spec(_table_set(table, "table"), passes)
+    else:  # the cached spec for plain ints only (other values may not hash, or would key a second entry)
+        spec = (_fd_default_spec if type(passes) is int else _fd_default_spec.__wrapped__)(passes)
+    return run_spec(x, spec, threads)
 
 
 def jpeg(
@@ -106,12 +105,9 @@ def jpeg(
 ) -> Any:
     """A standard JPEG round trip (encode + decode, without the entropy coding that is lossless):
     libjpeg's tables at ``quality``, YCbCr, level shift, chroma ``subsampling``."""
-    if type(quality) is int and type(subsampling) is str:
-        return run_spec(x, _jpeg_spec(quality, subsampling), threads)
-    steps = ijg_table_set(_tables.check_quality(quality))
-    return run_pipeline(
-        x, steps[None], steps[None], color="ycbcr", subsampling=subsampling, level_shift=True, passes=1, threads=threads
-    )
+    plain = type(quality) is int and type(subsampling) is str
+    spec = (_jpeg_spec if plain else _jpeg_spec.__wrapped__)(quality, subsampling)
+    return run_spec(x, spec, threads)
 
 
 def isa() -> str:
@@ -259,7 +255,11 @@ def _fd_default_set() -> np.ndarray:
 # they still meet the checks and their TypeError.
 @functools.lru_cache(maxsize=None, typed=True)
 def _fd_default_spec(passes: int) -> PipelineSpec:
-    steps = _fd_default_set()
+    return _fd_spec(_fd_default_set(), passes)
+
+
+def _fd_spec(steps: np.ndarray, passes: int) -> PipelineSpec:
+    """Feature Distillation's settings with the 3 x 64 table set ``steps``."""
     return pipeline_spec(steps[None], steps[None], color="none", subsampling="444", level_shift=False, passes=passes)
 
 
