@@ -14,28 +14,24 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <type_traits>
 
-#include "dispatch.hpp"
-#include "job.hpp"
-#define FDJPEG_WITH_AVX512 1
-#define FDJPEG_WITH_AVX512VBMI 1
-#include <immintrin.h>
+// The VBMI variant as the module builds it (its namespace fdjpeg::detail::avx512vbmi, its vector
+// types and options), so that the stages timed here are the shipped ones.
+#include "../csrc/kernels_avx512vbmi.cpp"
+
+#pragma GCC push_options
 #pragma GCC target("avx2,avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,prefer-vector-width=512")
-#include "vec.hpp"
-
-namespace fdjpeg {
-namespace detail {
 namespace stages {
-using Vec = VecAvx2;
-using BlockVecs = VecList<Lockstep<VecAvx512>, VecAvx512, VecAvx2>;
-constexpr bool kFusedColourRead = true;
-using Rgb8 = Rgb8Vbmi;
-#include "kernels_variant.inc"
+using namespace fdjpeg::detail;
+using namespace fdjpeg::detail::avx512vbmi;
+
+// The widest of the variant's block vector types (the one whole bands take).
+template <class W, class... Narrower>
+W widest(VecList<W, Narrower...>);
 
 __attribute__((noinline)) void transform_band8(float* band, int64_t stride, int64_t blocks, const BlockTables& t,
                                                float shift, Finish finish) {
-  using W = Lockstep<VecAvx512>;
+  using W = decltype(widest(BlockVecs{}));
   for (int64_t b = 0; b + W::kBlocks <= blocks; b += W::kBlocks) transform_blocks<W>(band + b * 8, stride, t, shift, finish);
 }
 __attribute__((noinline)) void read_ycbcr(const uint8_t* src, int64_t w, float* p0, float* p1, float* p2) {
@@ -59,8 +55,7 @@ __attribute__((noinline)) void upsample(const ImageJob& job, float* vertical, fl
   upsample_row<true>(job, 1, 5, vertical, out);
 }
 }  // namespace stages
-}  // namespace detail
-}  // namespace fdjpeg
+#pragma GCC pop_options
 
 using namespace fdjpeg::detail;
 

@@ -163,8 +163,8 @@ struct VecAvx512 {
 // 8-bit RGB pixels <-> three 16-lane float vectors, 16 pixels (48 bytes) at a time, with the byte
 // permutes of AVX-512 VBMI: one masked load and a permute per channel in; out, three saturating packs
 // (which also clamp) and one permute before one masked store (the compiler's vectorisation of the
-// interleaved loops takes three to four times the shuffles). Made once before a row loop (it holds the permutes' indices). Rgb8None: the variant
-// moves pixels with its plain loops.
+// interleaved loops takes three to four times the shuffles). Made once before a row loop (it holds
+// the permutes' indices). Rgb8None: the variant moves pixels with its plain loops.
 struct Rgb8None {
   static constexpr int kPixels = 0;
 };

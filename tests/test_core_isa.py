@@ -4,8 +4,8 @@ Each variant runs in its own process, chosen with FDJPEG_ISA (read once, at the 
 over real photos: Feature Distillation (passes 1-3), JPEG 4:2:0 / 4:2:2 / 4:4:4, stochastic local
 quantization (per-block table maps), uint8 / float32 / float64, 1, 3 and 4 channels, odd sizes,
 a strided view, a batch, and one image split across two threads; and noise and pure primaries at
-the coarsest tables, whose samples overshoot 0..255 most before the clamp. A variant the CPU lacks runs as
-the widest one it has below it, so on any machine the comparison covers what it can run.
+the coarsest tables, whose samples overshoot 0..255 most before the clamp. A variant the CPU lacks
+runs as the widest one it has below it, so on any machine the comparison covers what it can run.
 """
 
 from __future__ import annotations
