@@ -451,3 +451,20 @@ def test_help_names_the_codecs_that_run(capsys):
     assert f"written by {imagefiles.png_encoder_name()}" in text
     assert f"decoded by {imagefiles.jpeg_decoder_name()}" in text
     assert "grey and grey+alpha by Pillow zlib at --png-level" in text
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_output_that_cannot_be_written_is_reported_and_the_rest_written(big_src, tmp_path, threads):
+    """A folder standing where an output goes: renaming onto it fails; that input is reported,
+    the folder is left as it was, and every other output is written (in worker processes too)."""
+    dst = tmp_path / "out"
+    (dst / "coffee_03.png" / "keep").mkdir(parents=True)
+    summary = batch.defend_files(str(big_src), str(dst), overwrite=True, threads=threads, batch_size=4,
+                                 progress=False)
+    failed = [o for o in summary.outcomes if o.status == "failed"]
+    assert [os.path.basename(o.src) for o in failed] == ["coffee_03.png"]
+    assert "cannot write output" in failed[0].reason and "Directory" in failed[0].reason
+    assert summary.counts["written"] == 47 and (dst / "coffee_03.png" / "keep").is_dir()
+    assert not [n for n in os.listdir(dst) if n.endswith(".tmp")]
+    with Image.open(dst / "chelsea_05.png") as im, Image.open(big_src / "chelsea_05.png") as orig:
+        np.testing.assert_array_equal(np.asarray(im), fdjpeg.feature_distill(np.asarray(orig)))

@@ -2,8 +2,9 @@
 
 Worker processes (forked, one per core) each take a chunk of ``batch_size`` images, decode them,
 run the defense once per stack of same-shaped images with the native core on one thread, encode
-them and hand the bytes to a few writer threads of their own (a write, and with ``--fsync`` the sync,
-waits on the disk, not the CPU), then take the next chunk. Processes rather than threads because fpng and parts
+them and hand the bytes to a writer thread of their own, which writes while the next is encoded
+(four threads with ``--fsync``, whose syncs wait on the disk, not the CPU; more writer threads than
+that cost CPU: measured, see docs/cli.md), then take the next chunk. Processes rather than threads because fpng and parts
 of Pillow hold the GIL: measured on 2 cores, threads in one process serialised on it (see
 docs/cli.md). The main process keeps at most two chunks per worker in flight, so memory stays
 bounded whatever the folder size, and updates the progress bar as chunks come back.
@@ -178,24 +179,28 @@ class Chunks:
                 elif isinstance(y, Exception):
                     outcomes.append(Outcome(src, "failed", out, f"defense failed: {y}"))
                 elif not self.abort.is_set():
-                    writes.append(self.writers.submit(self._write, src, out, y, d.alpha, d.notes))
+                    try:  # here: the encoders hold the GIL, so a writer thread would only wait for it
+                        data, more = imagefiles.encode(y, d.alpha, job.fmt, job.jpeg_file, job.png_level)
+                    except Exception as exc:  # noqa: BLE001 - an encoder's odd error: report, go on
+                        outcomes.append(Outcome(src, "failed", out, f"cannot encode output: {type(exc).__name__}: {exc}"))
+                        continue
+                    writes.append(self.writers.submit(self._write, src, out, data, list(d.notes) + more))
         outcomes.extend(w.result() for w in writes)
         return outcomes
 
-    def _write(self, src: str, out: str, pixels: np.ndarray, alpha, notes) -> Outcome:
+    def _write(self, src: str, out: str, data: bytes, notes: List[str]) -> Outcome:
         job = self.job
         try:
-            data, more = imagefiles.encode(pixels, alpha, job.fmt, job.jpeg_file, job.png_level)
             folder = os.path.dirname(out)
             if folder not in self.folders:
                 os.makedirs(folder, exist_ok=True)
                 self.folders.add(folder)
             self.records.record(out, src, len(data), "writing")
             imagefiles.atomic_write(out, data, self.temps, sync=job.fsync)
-        except Exception as exc:  # noqa: BLE001 - disk full, encoder error: report, go on
+        except Exception as exc:  # noqa: BLE001 - disk full, no permission: report, go on
             return Outcome(src, "failed", out, f"cannot write output: {type(exc).__name__}: {exc}")
         self.records.record(out, src, len(data), "done")
-        return Outcome(src, "written", out, notes=list(notes) + more, bytes=len(data))
+        return Outcome(src, "written", out, notes=notes, bytes=len(data))
 
 
 # ---- worker processes ---------------------------------------------------------------------------

@@ -50,7 +50,8 @@ def defend_files(
     or ``stop`` being set (the command sets it from SIGINT / SIGTERM), stops the run with no partial
     output left behind; with ``stop`` the run ends at the next safe point and raises
     KeyboardInterrupt there. ``threads``: the cores to use (default all), one worker process each
-    (:mod:`.pipeline`); ``io_threads``: each worker's writer threads; ``batch_size``: a worker's chunk.
+    (:mod:`.pipeline`); ``io_threads``: each worker's writer threads (default 1, 4 with ``fsync``);
+    ``batch_size``: a worker's chunk.
     Every output (file or shard) is written to a temporary name and renamed when whole, so a killed
     run leaves none half-written; ``fsync`` also syncs each before its rename, so that holds after a
     power failure (at the disk's pace: a run then waits on every write)."""
@@ -85,8 +86,8 @@ def defend_files(
     # one output file needs no lock (its folder may be anyone's): the atomic rename keeps it whole
     lock = None if the_plan.single_file else lock_dst(the_plan.dst_root)
     try:
-        job = Job(defend, fmt, jpeg_file, png_level, max_pixels, None, the_plan.dst_root, settings, io_threads or 4,
-                  fsync)
+        job = Job(defend, fmt, jpeg_file, png_level, max_pixels, None, the_plan.dst_root, settings,
+                  io_threads or (4 if fsync else 1), fsync)
         forked = None  # the same defense on one core, for worker processes (one per core)
         if cores > 1 and can_fork(defend, "threads" in spec(defense).defaults):
             forked = build_defense(defense, params, 1)

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sync each output to the disk before renaming it into place, so that it is whole or absent after a "
         "power failure too (without it: after the run or a kill); slower, at the disk's pace",
     )
-    p.add_argument("--io-threads", type=_positive, default=None, help="writer threads of each worker (default: 4)")
+    p.add_argument("--io-threads", type=_positive, default=None, help="writer threads of each worker (default: 1, or 4 with --fsync)")
     p.add_argument(
         "--batch-size", type=_positive, default=16,
         help="images a worker decodes, defends (one core call per shape) and writes as one chunk (default: %(default)s)",
