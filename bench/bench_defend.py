@@ -17,6 +17,15 @@ four WebDataset tar shards (with a ``.cls`` member each). Methods, each into a f
   process set up as the engine's workers are: the ceiling is ``cores / sum of the stages' CPU
   seconds per image``.
 
+The folder, the shards and every output live under ``--scratch`` (default: ``/dev/shm``, a file
+system in memory, where it exists with room; else the system's temporary folder). Each method's
+outputs are deleted before the next method runs, and on a disk that can decide the figures: ext4
+without a journal skips inodes freed in the last one to six minutes when it allocates one, checking
+each in the inode table (the kernel's ``recently_deleted``, a quarter of a file creation's CPU in a
+``perf`` profile after such a deletion), so each method's file creations slowed with the files the
+methods before it had deleted (0.2-0.8 ms a file, measured). ``--scratch /some/disk/folder`` runs it
+there.
+
 Each method runs in a fresh (spawned) process, timed from after its imports, as a user's command
 would start, not a fork of this process that holds the photos, DALI and ART; its CPU time counts
 that process and its worker processes; the files the method before wrote are synced to disk
@@ -24,7 +33,7 @@ before it starts. The machine may be shared: every method is
 run ``--repeats`` times, interleaved, and the median and the range are printed. Also printed: how
 close a ``--format jpeg`` output decodes to the defense's pixels, and the codecs alone per image.
 
-    python bench/bench_defend.py [--repeats 5] [--codecs-only]
+    python bench/bench_defend.py [--repeats 5] [--codecs-only] [--scratch DIR]
 """
 
 from __future__ import annotations
@@ -355,17 +364,45 @@ def gil_stall(fn):
     return took[0], longest
 
 
+def default_scratch(room: int = 8 << 30):
+    """``/dev/shm`` when it is a writable folder with ``room`` bytes free, else None (the system's
+    temporary folder)."""
+    shm = "/dev/shm"
+    try:
+        free = os.statvfs(shm)
+    except OSError:
+        return None
+    return shm if free.f_bavail * free.f_frsize >= room and os.access(shm, os.W_OK) else None
+
+
+def file_system(path: str) -> str:
+    """The type of the file system holding ``path``, from /proc/mounts ("unknown" elsewhere)."""
+    real, best, kind = os.path.realpath(path), "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                mount = fields[1]
+                if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                    best, kind = mount, fields[2]
+    except OSError:
+        pass
+    return kind
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs of each method, interleaved (default 5)")
     parser.add_argument("--codecs-only", action="store_true", help="only the codecs-alone table")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--max-files", type=int, default=0, help="a smaller folder, for a quick look (default: all photos)")
+    parser.add_argument("--scratch", default=None,
+                        help="folder for the photos and the outputs (default: /dev/shm where it has room, see above)")
     args = parser.parse_args()
     codec_table(max(args.repeats, 5))
     if args.codecs_only:
         return
-    scratch = tempfile.mkdtemp(prefix="bench-defend-")
+    scratch = tempfile.mkdtemp(prefix="bench-defend-", dir=args.scratch or default_scratch())
     try:
         src, tars = os.path.join(scratch, "src"), os.path.join(scratch, "tars")
         os.makedirs(src)
@@ -376,7 +413,7 @@ def main():
         pixels = sum(Image.open(p).size[0] * Image.open(p).size[1] for p in paths)
         print(f"{n} real JPEG photos ({pixels / n / 1e6:.2f} Mpixel each on average; also as 4 tar shards), "
               f"{cores} cores ({benchmarks.machine_description()['cpu']}), fdjpeg core {fdjpeg.isa()}, PNG by {imagefiles.png_encoder_name()}, JPEG decode by "
-              f"{imagefiles.jpeg_decoder_name()}")
+              f"{imagefiles.jpeg_decoder_name()}; files under {scratch} ({file_system(scratch)})")
         methods = list(METHODS)
         skipped = {}
         why = dali_missing()
