@@ -15,7 +15,10 @@ four WebDataset tar shards (with a ``.cls`` member each). Methods, each into a f
 - IBM ART's ``JpegCompression`` (q75) in a loop, PNG by Pillow at level 1;
 - each stage alone on one thread (decode, defend, encode, write), a chunk of 16 images at a time in a
   process set up as the engine's workers are: the ceiling is ``cores / sum of the stages' CPU
-  seconds per image``.
+  seconds per image``. They are timed right before each of the two methods held to the ceiling, and
+  each round's images/s is set against the ceiling timed just before it (the machine's speed moves
+  from minute to minute); the median over the rounds is the figure;
+- where ``fdjpeg defend``'s own CPU goes, stage by stage inside its workers (``--inside`` alone).
 
 The folder, the shards and every output live under ``--scratch`` (default: ``/dev/shm``, a file
 system in memory, where it exists with room; else the system's temporary folder). Each method's
@@ -33,7 +36,7 @@ before it starts. The machine may be shared: every method is
 run ``--repeats`` times, interleaved, and the median and the range are printed. Also printed: how
 close a ``--format jpeg`` output decodes to the defense's pixels, and the codecs alone per image.
 
-    python bench/bench_defend.py [--repeats 5] [--codecs-only] [--scratch DIR]
+    python bench/bench_defend.py [--repeats 5] [--codecs-only] [--inside] [--scratch DIR]
 """
 
 from __future__ import annotations
@@ -200,7 +203,84 @@ def stages(paths, out):
     return in_fresh_process(_stages_here, paths, out)
 
 
+# ---- where the command's CPU goes ---------------------------------------------------------------------
+
+INSIDE = (  # (module, attribute, stage): the functions a worker runs, each timed on its own thread
+    ("pipeline", "open_file", "open"),
+    ("pipeline", "decode_stacks", "decode"),
+    ("pipeline", "defend_stacks", "defend"),
+    ("imagefiles", "encode", "encode"),
+    ("imagefiles", "atomic_write", "write"),
+    ("manifest", "Records.record", "manifest"),
+)
+
+
+def _inside_here(src, dst):
+    """CPU seconds of each stage inside ``fdjpeg defend``'s workers (fd -> PNG), summed over them,
+    with each worker's whole CPU, and this (the main) process's CPU. The stages' functions are
+    wrapped with ``time.thread_time()`` before the workers fork; each worker sends its sums down a
+    pipe when it exits."""
+    import collections
+    import multiprocessing.util
+
+    from fdjpeg.batch import manifest
+
+    modules = {"pipeline": pipeline, "imagefiles": imagefiles, "manifest": manifest}
+    took, lock = collections.defaultdict(float), threading.Lock()
+
+    def timed(fn, stage):
+        def call(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    took[stage] += time.thread_time() - start
+        return call
+
+    for module, name, stage in INSIDE:
+        owner = modules[module]
+        if "." in name:
+            cls, name = name.split(".")
+            owner = getattr(owner, cls)
+        setattr(owner, name, timed(getattr(owner, name), stage))
+    reader, writer = os.pipe()
+    start_worker = pipeline._worker_start
+
+    def worker_start(*args):
+        def send():
+            use = resource.getrusage(resource.RUSAGE_SELF)
+            os.write(writer, (json.dumps(dict(took, worker=use.ru_utime + use.ru_stime)) + "\n").encode())
+        multiprocessing.util.Finalize(None, send, exitpriority=100)
+        start_worker(*args)
+
+    pipeline._worker_start = worker_start
+    cpu = time.process_time()
+    fdjpeg_defend(src, dst)
+    main_cpu = time.process_time() - cpu
+    os.close(writer)
+    with os.fdopen(reader) as f:
+        sums = collections.Counter()
+        for line in f:
+            sums.update(json.loads(line))
+    return dict(sums), main_cpu
+
+
+def inside_command(src, dst, n, stage_ms):
+    """Print where ``fdjpeg defend``'s CPU per image goes, beside the stages alone."""
+    sums, main_cpu = in_fresh_process(_inside_here, src, dst)
+    per = {k: 1e3 * v / n for k, v in sums.items()}
+    staged = sum(v for k, v in per.items() if k != "worker")
+    print("inside fdjpeg defend (fd -> PNG, one run), CPU ms per image in its workers: "
+          + ", ".join(f"{stage} {per.get(stage, 0):.2f}" for _, _, stage in INSIDE)
+          + f", the rest {per['worker'] - staged:.2f} (hand-over of chunks and outcomes); the main process "
+          f"{1e3 * main_cpu / n:.2f}. Alone: " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms.items()))
+
+
 # ---- every method in a fresh process ----------------------------------------------------------------
+
+#: the methods measured against the stage-alone ceiling; the stages are timed right before each
+CEILING_METHODS = ("fdjpeg defend: fd -> PNG", "fdjpeg defend: fd -> PNG, tar shards")
 
 # name -> what it runs, given the folder, the tar shards, the files and the destination
 METHODS = {
@@ -396,10 +476,13 @@ def main():
     parser.add_argument("--codecs-only", action="store_true", help="only the codecs-alone table")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--max-files", type=int, default=0, help="a smaller folder, for a quick look (default: all photos)")
+    parser.add_argument("--inside", action="store_true",
+                        help="only where fdjpeg defend's CPU goes, stage by stage, beside the stages alone")
     parser.add_argument("--scratch", default=None,
                         help="folder for the photos and the outputs (default: /dev/shm where it has room, see above)")
     args = parser.parse_args()
-    codec_table(max(args.repeats, 5))
+    if not args.inside:
+        codec_table(max(args.repeats, 5))
     if args.codecs_only:
         return
     scratch = tempfile.mkdtemp(prefix="bench-defend-", dir=args.scratch or default_scratch())
@@ -414,6 +497,18 @@ def main():
         print(f"{n} real JPEG photos ({pixels / n / 1e6:.2f} Mpixel each on average; also as 4 tar shards), "
               f"{cores} cores ({benchmarks.machine_description()['cpu']}), fdjpeg core {fdjpeg.isa()}, PNG by {imagefiles.png_encoder_name()}, JPEG decode by "
               f"{imagefiles.jpeg_decoder_name()}; files under {scratch} ({file_system(scratch)})")
+        if args.inside:
+            for _ in range(args.repeats):
+                out = os.path.join(scratch, "stages")
+                os.makedirs(out)
+                os.sync()
+                took = stages(paths, out)
+                shutil.rmtree(out)
+                os.makedirs(out)
+                os.sync()
+                inside_command(src, out, n, {k: 1e3 * v / n for k, v in took.items()})
+                shutil.rmtree(out)
+            return
         methods = list(METHODS)
         skipped = {}
         why = dali_missing()
@@ -427,19 +522,23 @@ def main():
         walls = {name: [] for name in methods}
         cpus = {name: [] for name in methods}
         stage_runs, loads = [], []
+        paired = {name: [] for name in CEILING_METHODS}  # (stages just before, wall) of each round
         for r in range(args.repeats):  # interleaved, so that a busy spell hits every method alike
-            out = os.path.join(scratch, "stages")
-            os.makedirs(out)
-            os.sync()
-            stage_runs.append(stages(paths, out))
-            shutil.rmtree(out)
             for name in methods:
+                if name in CEILING_METHODS:  # its ceiling measured right before it: the same spell of load
+                    out = os.path.join(scratch, "stages")
+                    os.makedirs(out)
+                    os.sync()
+                    stage_runs.append(stages(paths, out))
+                    shutil.rmtree(out)
                 dst = os.path.join(scratch, "out")
                 os.makedirs(dst)
                 os.sync()  # the files of the method before go to disk now, not during this one's timing
                 wall, cpu = in_fresh_process(_timed, name, src, tars, paths, dst)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
+                if name in CEILING_METHODS:
+                    paired[name].append((sum(stage_runs[-1].values()), wall))
                 if r == 0 and name == "fdjpeg defend: fd -> PNG, tar shards":
                     shutil.copytree(dst, os.path.join(scratch, "shards-out"))
                 if r == 0 and name == "fdjpeg defend: fd -> PNG":
@@ -461,9 +560,15 @@ def main():
               + f"; ceiling on {cores} cores: {ceiling:.0f} images/s")
         pool = "Pillow pool: fd -> PNG"
         print()
-        for name in ("fdjpeg defend: fd -> PNG", "fdjpeg defend: fd -> PNG, tar shards"):
+        of_ceiling = {}
+        for name in CEILING_METHODS:
+            # images/s over the ceiling (cores / stage CPU per image) of the stages timed just before
+            rounds = sorted(100 * stage_cpu / (cores * wall) for stage_cpu, wall in paired[name])
+            of_ceiling[name] = rounds
             print(f"{name}: {rate[name] / rate[pool]:.2f}x the Pillow pool's images/s (target 5x, floor 4x), "
-                  f"{100 * rate[name] / ceiling:.0f}% of the stage-alone ceiling (target 80%); "
+                  f"{statistics.median(rounds):.0f}% of the stage-alone ceiling (target 80%; median of the rounds, "
+                  f"each against the stages timed just before it: {', '.join(f'{x:.0f}%' for x in rounds)}; "
+                  f"against the median ceiling {100 * rate[name] / ceiling:.0f}%); "
                   f"CPU per image {cpu_ms[pool] / cpu_ms[name]:.1f}x less than the pool; the stages alone "
                   f"need {100 * sum(stage_ms.values()) / cpu_ms[name]:.0f}% of its CPU per image")
         print(f"fdjpeg defend: jpeg q75 -> PNG vs Pillow pool: JPEG q75 -> PNG: "
@@ -476,7 +581,13 @@ def main():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"images": n, "cores": cores, "images_per_s": rate, "cpu_ms": cpu_ms, "walls": walls,
-                           "stages_ms": stage_ms, "ceiling": ceiling, "skipped": skipped, "loads": loads}, f, indent=1)
+                           "stages_ms": stage_ms, "ceiling": ceiling, "of_ceiling_by_round": of_ceiling,
+                           "skipped": skipped, "loads": loads}, f, indent=1)
+        out = os.path.join(scratch, "out")
+        os.makedirs(out)
+        os.sync()
+        inside_command(src, out, n, stage_ms)
+        shutil.rmtree(out)
         gaps = {
             "fd": ({}, fdjpeg.feature_distill),
             "jpeg": ({"quality": 75}, lambda x: fdjpeg.jpeg(x, 75)),
