@@ -115,9 +115,17 @@ def plan(src: str, dst: str, fmt: str, follow_links: bool = False) -> Plan:
     else:
         tasks = [Task(p, out, renamed) for p, (out, renamed) in zip(images, _mirror(root, images, dst_abs, FORMATS[fmt]))]
         dst_root = dst_abs
+    src_dir = os.path.realpath(src_abs) if os.path.isdir(src_abs) else None
+    if os.path.lexists(dst_root):  # a DST not made yet holds no input and no link: nothing to check below it
+        _check_outputs(tasks, images, src_dir, dst_root)
+    return Plan(tasks, ignored, dst_root, single, src_dir, skipped)
+
+
+def _check_outputs(tasks: List[Task], images: List[str], src_dir: Optional[str], dst_root: str) -> None:
+    """Refuse outputs that would land on an input, in SRC (``src_dir``, a real path) or, through a
+    linked folder, outside DST."""
     real_path = RealPaths()
     inputs = {real_path(p) for p in images}
-    src_dir = os.path.realpath(src_abs) if os.path.isdir(src_abs) else None
     real_root = os.path.realpath(dst_root)
     for t in tasks:
         if real_path(t.out) in inputs or (os.path.exists(t.out) and _same_as_any(t.out, images)):
@@ -128,7 +136,6 @@ def plan(src: str, dst: str, fmt: str, follow_links: bool = False) -> Plan:
             raise ValueError(f"output {t.out!r} would be inside SRC (real path {real!r}); choose another DST")
         if not inside(real, real_root):
             raise ValueError(f"output {t.out!r} would land outside DST (a linked folder leads to {real!r}); choose another DST")
-    return Plan(tasks, ignored, dst_root, single, src_dir, skipped)
 
 
 class RealPaths:
