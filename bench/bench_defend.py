@@ -197,10 +197,24 @@ def _stages_here(paths, out, chunk=16):
     return took
 
 
-def stages(paths, out):
+def stages(paths, scratch):
     """CPU seconds of each stage alone on one thread over all ``paths``, a chunk at a time, in a
-    process of its own set up as fdjpeg defend's workers are."""
-    return in_fresh_process(_stages_here, paths, out)
+    process of its own set up as fdjpeg defend's workers are, writing into a fresh folder under
+    ``scratch``."""
+    out = fresh_folder(scratch, "stages")
+    try:
+        return in_fresh_process(_stages_here, paths, out)
+    finally:
+        shutil.rmtree(out)
+
+
+def fresh_folder(scratch, name):
+    """An empty folder ``name`` under ``scratch``, with what the method before wrote synced to disk
+    first (its writeback must not fall in the next timing)."""
+    out = os.path.join(scratch, name)
+    os.makedirs(out)
+    os.sync()
+    return out
 
 
 # ---- where the command's CPU goes ---------------------------------------------------------------------
@@ -266,9 +280,13 @@ def _inside_here(src, dst):
     return dict(sums), main_cpu
 
 
-def inside_command(src, dst, n, stage_ms):
+def inside_command(src, scratch, n, stage_ms):
     """Print where ``fdjpeg defend``'s CPU per image goes, beside the stages alone."""
-    sums, main_cpu = in_fresh_process(_inside_here, src, dst)
+    dst = fresh_folder(scratch, "inside")
+    try:
+        sums, main_cpu = in_fresh_process(_inside_here, src, dst)
+    finally:
+        shutil.rmtree(dst)
     per = {k: 1e3 * v / n for k, v in sums.items()}
     staged = sum(v for k, v in per.items() if k != "worker")
     print("inside fdjpeg defend (fd -> PNG, one run), CPU ms per image in its workers: "
@@ -499,15 +517,8 @@ def main():
               f"{imagefiles.jpeg_decoder_name()}; files under {scratch} ({file_system(scratch)})")
         if args.inside:
             for _ in range(args.repeats):
-                out = os.path.join(scratch, "stages")
-                os.makedirs(out)
-                os.sync()
-                took = stages(paths, out)
-                shutil.rmtree(out)
-                os.makedirs(out)
-                os.sync()
-                inside_command(src, out, n, {k: 1e3 * v / n for k, v in took.items()})
-                shutil.rmtree(out)
+                took = stages(paths, scratch)
+                inside_command(src, scratch, n, {k: 1e3 * v / n for k, v in took.items()})
             return
         methods = list(METHODS)
         skipped = {}
@@ -526,14 +537,8 @@ def main():
         for r in range(args.repeats):  # interleaved, so that a busy spell hits every method alike
             for name in methods:
                 if name in CEILING_METHODS:  # its ceiling measured right before it: the same spell of load
-                    out = os.path.join(scratch, "stages")
-                    os.makedirs(out)
-                    os.sync()
-                    stage_runs.append(stages(paths, out))
-                    shutil.rmtree(out)
-                dst = os.path.join(scratch, "out")
-                os.makedirs(dst)
-                os.sync()  # the files of the method before go to disk now, not during this one's timing
+                    stage_runs.append(stages(paths, scratch))
+                dst = fresh_folder(scratch, "out")
                 wall, cpu = in_fresh_process(_timed, name, src, tars, paths, dst)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
@@ -583,11 +588,7 @@ def main():
                 json.dump({"images": n, "cores": cores, "images_per_s": rate, "cpu_ms": cpu_ms, "walls": walls,
                            "stages_ms": stage_ms, "ceiling": ceiling, "of_ceiling_by_round": of_ceiling,
                            "skipped": skipped, "loads": loads}, f, indent=1)
-        out = os.path.join(scratch, "out")
-        os.makedirs(out)
-        os.sync()
-        inside_command(src, out, n, stage_ms)
-        shutil.rmtree(out)
+        inside_command(src, scratch, n, stage_ms)
         gaps = {
             "fd": ({}, fdjpeg.feature_distill),
             "jpeg": ({"quality": 75}, lambda x: fdjpeg.jpeg(x, 75)),
