@@ -40,7 +40,8 @@ def apply_cuda(x: Any, spec: _pipeline.PipelineSpec) -> Any:
     import torch
 
     with torch.cuda.device(x.device):
-        work, nchw = _pipeline.torch_operand(x)
+        work = _pipeline.torch_operand(x)
+        nchw = _pipeline.as_nchw_batch(work)
         n, c, h, w = nchw.shape
         out = torch.empty_like(work)  # same memory format (channels-last stays channels-last)
         out_nchw = _pipeline.as_nchw_batch(out)

@@ -118,16 +118,15 @@ def check_torch_images(x: Any) -> None:
     check_geometry((n, h, w, c), "CHW" if x.ndim < 4 else "NCHW", tuple(x.shape))
 
 
-def torch_operand(x: Any) -> Tuple[Any, Any]:
-    """``(work, nchw)``: the tensor ``x`` (checked by :func:`check_torch_images`) detached, in a
-    sample type the kernels compute in (half precision is widened to float32), and its N x C x H x W
-    view."""
+def torch_operand(x: Any) -> Any:
+    """The tensor ``x`` (checked by :func:`check_torch_images`) detached, in a sample type the
+    kernels compute in (half precision is widened to float32)."""
     import torch
 
     work = x.detach()
     if work.dtype not in (torch.uint8, torch.float32, torch.float64):
         work = work.to(torch.float32)
-    return work, as_nchw_batch(work)
+    return work
 
 
 def like_input(out: Any, x: Any) -> Any:

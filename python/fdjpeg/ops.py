@@ -233,7 +233,7 @@ def _apply_numpy(x: np.ndarray, native: Callable[[np.ndarray, np.ndarray], None]
 def _apply_torch(x: Any, native: Callable[[np.ndarray, np.ndarray], None]) -> Any:
     import torch
 
-    work, _ = _pipeline.torch_operand(x)
+    work = _pipeline.torch_operand(x)
     out = torch.empty_like(work)  # same memory format (channels-last stays channels-last)
     # the numpy views share the tensors' memory and strides; numpy rearranges views more cheaply
     src, dst = (_pipeline.nchw_to_nhwc(_pipeline.as_nchw_batch(t.numpy())) for t in (work, out))

@@ -6,8 +6,9 @@ them and hand the bytes to a writer thread of their own, which writes while the 
 (four threads with ``--fsync``, whose syncs wait on the disk, not the CPU; more writer threads than
 that cost CPU: measured, see docs/cli.md), then take the next chunk. Processes rather than threads
 because fpng and parts of Pillow hold the GIL: measured on 2 cores, threads in one process
-serialised on it (see docs/cli.md). The main process keeps at most two chunks per worker in flight, so memory stays
-bounded whatever the folder size, and updates the progress bar as chunks come back.
+serialised on it (see docs/cli.md). The main process keeps at most two chunks per worker in
+flight, so memory stays bounded whatever the folder size, and updates the progress bar as chunks
+come back.
 
 A randomised defense (its draws must follow one stream), a defense without a ``threads`` parameter
 (torch models, which must not be forked), or a run of a single chunk runs in this process instead,
