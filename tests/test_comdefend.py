@@ -262,3 +262,38 @@ def test_rgb_training_under_bf16_reports_each_held_out_photo_and_kept_prediction
     assert "psnr_chelsea" not in model.metadata  # per-photo figures are printed, the mean is kept
     if "not measured" not in text:
         assert "clean predictions kept:" in text and model.metadata["clean_predictions_kept"].count("/") == 1
+        assert "for reference, jpeg:quality=75 keeps" in text and "for reference, fd keeps" in text
+    # The weights list the photos they were trained on; evaluating them holds out every other one.
+    from fdjpeg import datasets
+
+    stems = {key.split("/", 1)[1] for key in datasets.photo_files()[0]}
+    assert set(model.metadata["training_photos"].split(",")) == stems - {"chelsea", "coffee"}
+    assert cli.main(["train-comdefend", "--variant", "rgb", "--evaluate", str(out), "--sources", "skimage",
+                     "--no-diagnosis"]) == 0
+    text = capsys.readouterr().out
+    assert "held out: the 2 photos these weights were not trained on" in text
+    assert sorted(line.split(":")[0] for line in text.splitlines() if line.startswith("held-out PSNR")) == [
+        "held-out PSNR chelsea", "held-out PSNR coffee", "held-out PSNR held-out-photos-mean"]  # no tiles
+
+
+ORIGINAL_SOURCES = ("skimage", "sklearn", "matplotlib", "opencv", "gcompris", "lomiri", "palapeli")
+
+
+@pytest.mark.parametrize("arch", ["plain", "residual"])
+def test_shipped_rgb_weights_list_the_photos_of_their_documented_training_command(arch):
+    """The shipped RGB weights were trained with ``--sources`` ORIGINAL_SOURCES and every 8th photo
+    held out: the training photos they list are exactly the others, so ``--evaluate shipped`` holds
+    out those 33 and every photo of the sources added since."""
+    from fdjpeg import datasets
+    from fdjpeg.commands.train_comdefend import held_out_photos
+
+    files, notes = datasets.photo_files()
+    if any(note.split(":")[0] in ORIGINAL_SOURCES for note in notes):
+        if os.environ.get("FDJPEG_REQUIRE_EVAL"):
+            pytest.fail(f"photo sources missing: {notes}")
+        pytest.skip(f"photo sources missing: {notes}")
+    stems = [key.split("/", 1)[1] for key in files if key.split("/")[0] in ORIGINAL_SOURCES]
+    trained = cd.load("rgb", arch).metadata["training_photos"].split(",")
+    held = held_out_photos(stems, "", 8)
+    assert len(trained) == 232 and len(held) == 33
+    assert sorted(trained) == sorted(set(stems) - set(held))

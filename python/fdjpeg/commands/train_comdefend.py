@@ -2,9 +2,11 @@
 
 RGB: random 32 x 32 patches (with random left-right flips) of the real photographs of
 :func:`fdjpeg.datasets.photo_files`, at the scale of :func:`fdjpeg.datasets.photo_crops` (shorter side at
-most 448 px); every 8th photo (``--holdout-every``) is held out. The held-out photos' 224 x 224 crops
-give the reported PSNR, photo by photo, and the share of EfficientNet-Lite0's confident clean
-predictions that the defense keeps. Grey: Fashion-MNIST's training images, PSNR on its test images.
+most 448 px); every 8th photo (``--holdout-every``) of the ``--sources`` is held out. The held-out
+photos' 224 x 224 crops give the reported PSNR, photo by photo, and the share of EfficientNet-Lite0's
+confident clean predictions that the defense keeps. The weights list the photos they were trained on
+(metadata ``training_photos``), and ``--evaluate`` holds out every other photo: also those of
+sources added after the weights were trained. Grey: Fashion-MNIST's training images, PSNR on its test images.
 Checkpoints (model, optimiser, random states) are written every ``--save-every`` iterations and
 picked up again with ``--resume``; the final weights are written as safetensors.
 """
@@ -45,6 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RGB: hold out every N-th photo (sorted by name) for the PSNR (default: %(default)s)")
     p.add_argument("--holdout", default="",
                    help="RGB: comma-separated photo names (stems) to hold out instead of every N-th")
+    p.add_argument("--sources", default="",
+                   help="RGB: comma-separated photo sources of fdjpeg.datasets.photo_files to train and hold out "
+                        "from (default: all; the shipped weights: skimage,sklearn,matplotlib,opencv,gcompris,"
+                        "lomiri,palapeli)")
+    p.add_argument("--no-diagnosis", dest="diagnosis", action="store_false",
+                   help="skip the 32x32-tile and noisy-code PSNRs (each another pass of the networks over the "
+                        "held-out images)")
     p.add_argument("--eval-images", type=int, default=500,
                    help="grey: the first N Fashion-MNIST test images give the held-out PSNR (default: %(default)s)")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint period in iterations (default: %(default)s)")
@@ -72,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
     ckpt_path = args.checkpoint or out + ".ckpt"
     device = torch.device(args.device)
 
-    train, held_out = _data(args)
     if args.evaluate:
-        path = None if args.evaluate == "shipped" else args.evaluate
-        _report(comdefend.load(args.variant, args.arch, path=path), held_out, args)
+        model = comdefend.load(args.variant, args.arch, path=None if args.evaluate == "shipped" else args.evaluate)
+        trained = model.metadata.get("training_photos")
+        _, held_out, _ = _data(args, trained=set(trained.split(",")) if trained else None)
+        _report(model, held_out, args)
         return 0
+    train, held_out, train_stems = _data(args)
     # channels-last runs oneDNN's fastest CPU convolutions (about 3x here on 32x32 batches)
     model = comdefend.ComDefend(args.variant, args.arch).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -147,26 +158,39 @@ def run(args: argparse.Namespace) -> int:
         "iterations": it, "seconds": f"{spent:.0f}", "batch": args.batch, "seed": args.seed,
         "threads": args.threads, "bf16": str(args.bf16), "schedule": args.schedule, "clip": args.clip, **{f"psnr_{k}": f"{v:.2f}" for k, v in summary.items()},
         **({"clean_predictions_kept": kept} if kept else {}),
+        **({"training_photos": ",".join(sorted(train_stems))} if train_stems else {}),
     })
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB) after {it} iterations, {spent / 60:.1f} min "
           f"(this run: {time.process_time() / 60:.1f} CPU min)")
     return 0
 
 
-def _data(args: argparse.Namespace):
-    """(training images, held-out images). Grey: float32 N x 1 x 28 x 28 in [0, 1] and
-    ``{"fashion-mnist-test": ...}``. RGB: a list of uint8 H x W x 3 photos and ``{photo: float32 crops
-    N x 3 x 224 x 224 in [0, 1]}``, the held-out photos' crops of :func:`fdjpeg.datasets.photo_crops`."""
+def _data(args: argparse.Namespace, trained: set | None = None):
+    """(training images, held-out images, training photos' names). Grey: float32 N x 1 x 28 x 28 in
+    [0, 1], ``{"fashion-mnist-test": ...}`` and no names. RGB: a list of uint8 H x W x 3 photos,
+    ``{photo: float32 crops N x 3 x 224 x 224 in [0, 1]}`` (the held-out photos' crops of
+    :func:`fdjpeg.datasets.photo_crops`) and the training photos' stems.
+
+    ``trained``: the photos some weights were trained on (their ``training_photos``); every other
+    photo of ``--sources`` is then held out, so photos added to :func:`fdjpeg.datasets.photo_files`
+    after the weights were trained count as held out, and no photo they were trained on does."""
     if args.variant == "grey":
         train, _ = datasets.fashion_mnist("train")
         test, _ = datasets.fashion_mnist("test")
         to_float = lambda a: (a.astype(np.float32) / 255.0)[:, None]
-        return to_float(train), {"fashion-mnist-test": to_float(test[: args.eval_images])}
+        return to_float(train), {"fashion-mnist-test": to_float(test[: args.eval_images])}, []
     files, notes = datasets.photo_files()
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    files = {key: path for key, path in files.items() if key.split("/", 1)[0] in _sources(args.sources)}
     by_stem = {key.split("/", 1)[1]: key for key in sorted(files)}
-    holdout = held_out_photos(list(by_stem), args.holdout, args.holdout_every)
+    if trained is not None:
+        holdout = [stem for stem in by_stem if stem not in trained]
+    else:
+        if args.evaluate:
+            print("note: these weights do not list their training photos; holding out every "
+                  f"{args.holdout_every}th photo", file=sys.stderr)
+        holdout = held_out_photos(list(by_stem), args.holdout, args.holdout_every)
     crops = datasets.photo_crops(CROP_SIZE, log=lambda line: print(f"note: {line}", file=sys.stderr))
     held_out = {}
     for stem in holdout:
@@ -180,10 +204,24 @@ def _data(args: argparse.Namespace):
             rgb = np.asarray(im.convert("RGB"))
         return datasets.resize_shorter_side(rgb, limit) if min(rgb.shape[:2]) > limit else rgb
 
-    train = [load(files[key]) for stem, key in by_stem.items() if stem not in holdout]
-    train = [img for img in train if min(img.shape[:2]) >= args.patch]
-    print(f"{len(train)} training photos, {len(held_out)} held out ({sum(len(v) for v in held_out.values())} crops)")
-    return train, held_out
+    train = [] if args.evaluate else [(stem, load(files[key])) for stem, key in by_stem.items() if stem not in holdout]
+    train = [(stem, img) for stem, img in train if min(img.shape[:2]) >= args.patch]
+    crop_count = sum(len(v) for v in held_out.values())
+    if trained is not None:
+        print(f"held out: the {len(holdout)} photos these weights were not trained on, {len(held_out)} of them "
+              f"large enough for a crop ({crop_count} crops)")
+    else:
+        print(f"{len(train)} training photos, {len(held_out)} held out ({crop_count} crops)")
+    return [img for _, img in train], held_out, [stem for stem, _ in train]
+
+
+def _sources(names: str) -> tuple:
+    """The photo sources that ``--sources`` names (comma-separated; empty: all of them)."""
+    chosen = tuple(n for n in names.split(",") if n) or tuple(datasets.PHOTO_SOURCES)
+    unknown = [n for n in chosen if n not in datasets.PHOTO_SOURCES]
+    if unknown:
+        raise SystemExit(f"--sources names unknown photo sources {unknown}; available: {list(datasets.PHOTO_SOURCES)}")
+    return chosen
 
 
 CROP_SIZE = 224
@@ -236,10 +274,10 @@ def _binary_code_diagnosis(model, batch) -> str:
 
 def _report(model, held_out, args):
     """Print the held-out figures; return ``(PSNR scores, clean predictions kept or "")``."""
-    scores = _evaluate(model, held_out, args)
+    scores, defended = _evaluate(model, held_out, args)
     for name, value in scores.items():
         print(f"held-out PSNR {name}: {value:.2f} dB")
-    kept = _clean_predictions_kept(model, held_out) if args.variant == "rgb" else ""
+    kept = _clean_predictions_kept(held_out, defended) if args.variant == "rgb" else ""
     if kept:
         print(f"clean predictions kept: {kept}")
     return scores, kept
@@ -252,23 +290,27 @@ def _psnr(y, ref) -> float:
     return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
-def _evaluate(model, held_out, args) -> dict:
+def _evaluate(model, held_out, args) -> tuple[dict, dict]:
     """PSNR (dB, over 8-bit pixels as a viewer sees them) of the binary-code reconstruction: per
-    held-out set (each photo for RGB) and their mean; over all of them in the authors' 32x32 tiles;
-    and, as a diagnosis of training, of the reconstruction from the noisy training-time code
-    sigmoid(ComCNN(x) - N(0, 20^2)) (not what the defense does)."""
+    held-out set (each photo for RGB) and their mean; unless ``--no-diagnosis``, over all of them in
+    the authors' 32x32 tiles and, as a diagnosis of training, of the reconstruction from the noisy
+    training-time code sigmoid(ComCNN(x) - N(0, 20^2)) (not what the defense does). Returns the
+    scores and the defended images (whole-image pass), by held-out set."""
     import torch
 
     from ..defenses import comdefend
 
-    scores, tiled, noisy, refs = {}, [], [], []
+    scores, defended, tiled, noisy, refs = {}, {}, [], [], []
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         for name, images in held_out.items():
             x = torch.from_numpy(images)
             refs.append(torch.round(x * 255))
             model.tile = None
-            scores[name] = _psnr(comdefend.defend(x, model, batch_size=50), refs[-1])
+            defended[name] = comdefend.defend(x, model, batch_size=50)
+            scores[name] = _psnr(defended[name], refs[-1])
+            if not args.diagnosis:
+                continue
             model.tile = 32
             tiled.append(comdefend.defend(x, model, batch_size=50))
             model.tile = None
@@ -276,18 +318,25 @@ def _evaluate(model, held_out, args) -> dict:
     label = next(iter(held_out)) if len(held_out) == 1 else "held-out-photos"
     if len(held_out) > 1:
         scores[f"{label}-mean"] = float(np.mean(list(scores.values())))
-    ref = torch.cat(refs)
-    scores[f"{label}-tiled32"] = _psnr(torch.cat(tiled), ref)
-    scores[f"{label}-noisy-code"] = _psnr(torch.cat(noisy), ref)
-    return scores
+    if args.diagnosis:
+        ref = torch.cat(refs)
+        scores[f"{label}-tiled32"] = _psnr(torch.cat(tiled), ref)
+        scores[f"{label}-noisy-code"] = _psnr(torch.cat(noisy), ref)
+    return scores, defended
 
 
-def _clean_predictions_kept(model, held_out, confidence: float = 0.5) -> str:
+#: Defenses whose kept clean predictions ``--evaluate`` prints beside ComDefend's.
+REFERENCE_DEFENSES = ("jpeg:quality=75", "fd")
+
+
+def _clean_predictions_kept(held_out, defended, confidence: float = 0.5) -> str:
     """How many of EfficientNet-Lite0's confident clean predictions on the held-out crops the defense
-    keeps (with the 95% Wilson interval), or why it was not measured."""
+    keeps (with the 95% Wilson interval), or why it was not measured; the photos whose crops changed
+    prediction are printed. ``defended``: the defense's output for ``held_out``, set by set."""
     import torch
 
-    from ..defenses import comdefend
+    from .. import defenses
+    from ..eval.configs import parse_config
     from ..eval.report import wilson_interval
     from ..models import load_classifier
 
@@ -296,13 +345,24 @@ def _clean_predictions_kept(model, held_out, confidence: float = 0.5) -> str:
     except (ImportError, FileNotFoundError) as exc:
         return f"not measured ({exc})"
     x = torch.from_numpy(np.concatenate(list(held_out.values())))
+    photo = [name for name, images in held_out.items() for _ in range(len(images))]
     with torch.no_grad():
         prob = torch.cat([torch.softmax(classifier(x[i : i + 50]), 1) for i in range(0, len(x), 50)])
         top_p, clean = prob.max(1)
         keep = (top_p >= confidence).nonzero().flatten()
-        defended = comdefend.defend(x[keep], model, batch_size=50)
-        pred = torch.cat([classifier(defended[i : i + 50]).argmax(1) for i in range(0, len(keep), 50)])
-    kept = int((pred == clean[keep]).sum())
+        y = torch.cat([defended[name] for name in held_out])[keep]
+        pred = torch.cat([classifier(y[i : i + 50]).argmax(1) for i in range(0, len(keep), 50)])
+        # The same count for fdjpeg's codecs on the same crops, to set the figure beside.
+        for spec in REFERENCE_DEFENSES:
+            name, params = parse_config(spec)
+            ref = defenses.build(name, **params)(x[keep])
+            same = int(sum((classifier(ref[i : i + 50]).argmax(1) == clean[keep][i : i + 50]).sum()
+                           for i in range(0, len(keep), 50)))
+            print(f"for reference, {spec} keeps {same}/{len(keep)} = {same / max(len(keep), 1):.1%}")
+    changed = [photo[i] for i, same in zip(keep.tolist(), (pred == clean[keep]).tolist()) if not same]
+    if changed:
+        print("clean predictions changed on crops of: " + ", ".join(sorted(changed)))
+    kept = len(keep) - len(changed)
     low, high = wilson_interval(kept, len(keep))
     return (f"{kept}/{len(keep)} = {kept / max(len(keep), 1):.1%} (95% CI {low:.1%}-{high:.1%}) of the confident "
             f"(p >= {confidence}) held-out crops (no defense: 100% by construction)")
