@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "CPUs with AMX or AVX-512 BF16); evaluation is always float32")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--evaluate", metavar="WEIGHTS",
-                   help="only report the held-out PSNR of these weights ('shipped': fdjpeg's own), no training")
+                   help="only measure these weights ('shipped': fdjpeg's own), no training: RGB on every photo of "
+                        "--sources they list no training on (weights that list none: every N-th photo)")
     p.set_defaults(run=run)
 
 
