@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--evaluate", metavar="WEIGHTS",
                    help="only measure these weights ('shipped': fdjpeg's own), no training: RGB on every photo of "
-                        "--sources they list no training on (weights that list none: every N-th photo)")
+                        "--sources not among the training photos they list (if they list none: every N-th)")
     p.set_defaults(run=run)
 
 
