@@ -274,6 +274,10 @@ def test_rgb_training_under_bf16_reports_each_held_out_photo_and_kept_prediction
     assert "held out: the 2 photos these weights were not trained on" in text
     assert sorted(line.split(":")[0] for line in text.splitlines() if line.startswith("held-out PSNR")) == [
         "held-out PSNR chelsea", "held-out PSNR coffee", "held-out PSNR held-out-photos-mean"]  # no tiles
+    with pytest.raises(SystemExit, match="no held-out photo"):  # it was trained on every sklearn photo
+        cli.main(["train-comdefend", "--variant", "rgb", "--evaluate", str(out), "--sources", "sklearn"])
+    with pytest.raises(SystemExit, match="unknown photo sources"):
+        cli.main(["train-comdefend", "--variant", "rgb", "--evaluate", str(out), "--sources", "skimage,nope"])
 
 
 ORIGINAL_SOURCES = ("skimage", "sklearn", "matplotlib", "opencv", "gcompris", "lomiri", "palapeli")

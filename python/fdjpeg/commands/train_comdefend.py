@@ -183,7 +183,8 @@ def _data(args: argparse.Namespace, trained: set | None = None):
     files, notes = datasets.photo_files()
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    files = {key: path for key, path in files.items() if key.split("/", 1)[0] in _sources(args.sources)}
+    sources = _sources(args.sources)
+    files = {key: path for key, path in files.items() if key.split("/", 1)[0] in sources}
     by_stem = {key.split("/", 1)[1]: key for key in sorted(files)}
     if trained is not None:
         holdout = [stem for stem in by_stem if stem not in trained]
@@ -207,6 +208,9 @@ def _data(args: argparse.Namespace, trained: set | None = None):
 
     train = [] if args.evaluate else [(stem, load(files[key])) for stem, key in by_stem.items() if stem not in holdout]
     train = [(stem, img) for stem, img in train if min(img.shape[:2]) >= args.patch]
+    if not held_out:
+        raise SystemExit(f"no held-out photo large enough for a {CROP_SIZE}x{CROP_SIZE} crop among the "
+                         f"{len(by_stem)} photos of {','.join(sources)}: nothing to measure on")
     crop_count = sum(len(v) for v in held_out.values())
     if trained is not None:
         print(f"held out: the {len(holdout)} photos these weights were not trained on, {len(held_out)} of them "
