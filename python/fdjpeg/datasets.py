@@ -222,8 +222,8 @@ PALAPELI_PHOTOS = ("castle-maintenon.jpg", "cincinnati-bridge.jpg", "citrus-frui
                    "european-honey-bee.jpg", "panther-chameleon-female.jpg")
 
 
-SCRATCH_DIR = "/usr/share/scratch/Media/Backgrounds"
 # The sources below name their photos "<source>-<name>", so that no stem repeats one of another source.
+SCRATCH_DIR = "/usr/share/scratch/Media/Backgrounds"
 # The photographs among Debian scratch's stage backgrounds (CC-BY-SA-3.0): every JPEG but the drawn
 # rooms and stages and one painted-over wall; its GIFs and PNGs are drawings (flowers.gif, the one
 # photo among them, is a 256-colour palette image). Named "scratch-<folder>-<name>", lower case.
