@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.common import to_model_input
+from ..models.common import predict, to_model_input
 
 #: Softmax probability the clean EfficientNet-Lite0 must give a photo crop for the crop to count.
 CROP_CONFIDENCE = 0.5
@@ -175,13 +175,12 @@ def _imagenet_task(model: nn.Module, n_images: int, confidence: float) -> Task:
     fb_x, fb_y = datasets.foolbox_imagenet(size=224)
     crops = datasets.photo_crops(size=224)
     eval_names, held_names = datasets.split_photo_crops(crops)
-    crop_x = to_model_input(np.stack([crops[nm] for nm in eval_names]))
-    with torch.no_grad():  # in batches: one pass over a thousand 224 x 224 crops holds over 10 GB
-        prob = torch.cat([torch.softmax(model(crop_x[i : i + 64]), dim=1) for i in range(0, len(crop_x), 64)])
-    top_p, top_class = prob.max(dim=1)
+    crop_pixels = np.stack([crops[nm] for nm in eval_names])
+    # in batches of 64: one pass over a thousand 224 x 224 crops holds over 10 GB
+    top_p, top_class = torch.from_numpy(predict(model, crop_pixels, batch_size=64)).max(dim=1)
     keep = (top_p >= confidence).nonzero().flatten()
     # Alternate labelled images and crops, so that any n_images holds both kinds (about half each).
-    images = torch.cat([to_model_input(fb_x), crop_x[keep]])
+    images = torch.cat([to_model_input(fb_x), to_model_input(crop_pixels[keep.numpy()])])
     labels = torch.cat([torch.from_numpy(np.asarray(fb_y, dtype=np.int64)), top_class[keep]])
     kinds = ("true",) * len(fb_x) + ("clean-prediction",) * len(keep)
     order = _alternate(list(range(len(fb_x))), list(range(len(fb_x), len(kinds))))[:n_images]
