@@ -351,20 +351,20 @@ def _clean_predictions_kept(held_out, defended, confidence: float = 0.5) -> str:
         return f"not measured ({exc})"
     x = torch.from_numpy(np.concatenate(list(held_out.values())))
     photo = [name for name, images in held_out.items() for _ in range(len(images))]
+    def logits(images):  # 50 at a time: a 224 x 224 batch's activations grow with it
+        return torch.cat([classifier(images[i : i + 50]) for i in range(0, len(images), 50)])
+
     with torch.no_grad():
-        prob = torch.cat([torch.softmax(classifier(x[i : i + 50]), 1) for i in range(0, len(x), 50)])
-        top_p, clean = prob.max(1)
+        top_p, clean = torch.softmax(logits(x), 1).max(1)
         keep = (top_p >= confidence).nonzero().flatten()
-        y = torch.cat([defended[name] for name in held_out])[keep]
-        pred = torch.cat([classifier(y[i : i + 50]).argmax(1) for i in range(0, len(keep), 50)])
+        clean = clean[keep]
+        pred = logits(torch.cat([defended[name] for name in held_out])[keep]).argmax(1)
         # The same count for fdjpeg's codecs on the same crops, to set the figure beside.
         for spec in REFERENCE_DEFENSES:
             name, params = parse_config(spec)
-            ref = defenses.build(name, **params)(x[keep])
-            same = int(sum((classifier(ref[i : i + 50]).argmax(1) == clean[keep][i : i + 50]).sum()
-                           for i in range(0, len(keep), 50)))
+            same = int((logits(defenses.build(name, **params)(x[keep])).argmax(1) == clean).sum())
             print(f"for reference, {spec} keeps {same}/{len(keep)} = {same / max(len(keep), 1):.1%}")
-    changed = [photo[i] for i, same in zip(keep.tolist(), (pred == clean[keep]).tolist()) if not same]
+    changed = [photo[i] for i, same in zip(keep.tolist(), (pred == clean).tolist()) if not same]
     if changed:
         print("clean predictions changed on crops of: " + ", ".join(sorted(changed)))
     kept = len(keep) - len(changed)
